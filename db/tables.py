@@ -1,0 +1,194 @@
+"""Every output table, defined once (SQLAlchemy Core). This is the dashboard contract.
+
+Migrations in ``db/migrations/`` create these tables; a test checks the migrated schema of
+each database against this metadata. Timestamps are stored as naive UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+# DATETIME(6) on MySQL/MariaDB: Caliper event times carry microseconds.
+DateTimeMicro = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Name = String(255)
+Code = String(50)
+
+
+def _id(name: str = "id") -> Column:
+    return Column(name, BigInteger, primary_key=True, autoincrement=True)
+
+
+def _canvas_id() -> Column:
+    return Column("canvas_id", BigInteger, primary_key=True, autoincrement=False)
+
+
+term = Table(
+    "term",
+    metadata,
+    _canvas_id(),
+    Column("name", Name, nullable=False),
+    Column("sis_id", Name),
+    Column("start_at", DateTime),
+    Column("end_at", DateTime),
+)
+
+account = Table(
+    "account",
+    metadata,
+    _canvas_id(),
+    Column("sis_id", Name),
+    Column("name", Name, nullable=False),
+)
+
+course = Table(
+    "course",
+    metadata,
+    _canvas_id(),
+    Column("sis_id", Name),
+    Column("name", Name, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("account.canvas_id"), nullable=False),
+    Column("term_id", BigInteger, ForeignKey("term.canvas_id"), nullable=False),
+    Column("created_at", DateTime),
+    Column("published_at", DateTime),
+    Column("workflow_state", Code, nullable=False),
+)
+
+course_section = Table(
+    "course_section",
+    metadata,
+    _canvas_id(),
+    Column("sis_id", Name),
+    Column("name", Name, nullable=False),
+    Column("course_id", BigInteger, nullable=False, index=True),
+)
+
+enrollment = Table(
+    "enrollment",
+    metadata,
+    _canvas_id(),
+    Column("course_id", BigInteger, ForeignKey("course.canvas_id"), nullable=False),
+    Column(
+        "course_section_id", BigInteger, ForeignKey("course_section.canvas_id"), nullable=False
+    ),
+    Column("user_id", BigInteger, nullable=False),
+    Column("workflow_state", Code, nullable=False),
+    Column("role_type", Code, nullable=False),
+)
+
+canvas_course_usage = Table(
+    "canvas_course_usage",
+    metadata,
+    _id(),
+    Column("course_id", BigInteger, ForeignKey("course.canvas_id"), nullable=False),
+    Column("date", Date, nullable=False),
+    Column("views", Integer, nullable=False),
+    Column("participations", Integer, nullable=False),
+    UniqueConstraint("course_id", "date", name="uq_canvas_course_usage_course_date"),
+)
+
+job_run = Table(
+    "job_run",
+    metadata,
+    _id(),
+    Column("job_name", Code, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    # running | succeeded | failed
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("host", Name),
+    Column("pid", Integer),
+)
+
+data_source_status = Table(
+    "data_source_status",
+    metadata,
+    _id(),
+    Column("data_source_name", Code, nullable=False),
+    Column("data_updated_at", DateTime, nullable=False),
+    Column("job_run_id", BigInteger, ForeignKey("job_run.id"), nullable=False),
+)
+
+mivideo_media_started_hourly = Table(
+    "mivideo_media_started_hourly",
+    metadata,
+    _id(),
+    Column("event_hour_utc", DateTime, nullable=False),
+    Column("course_id", BigInteger, nullable=False),
+    Column("event_time_utc_latest", DateTimeMicro, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    UniqueConstraint("event_hour_utc", "course_id", name="uq_mivideo_started_hour_course"),
+)
+
+mivideo_media_created = Table(
+    "mivideo_media_created",
+    metadata,
+    Column("id", String(32), primary_key=True, autoincrement=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("name", String(512)),
+    Column("duration", Integer),
+    Index("ix_mivideo_media_created_created_at", "created_at"),
+)
+
+mivideo_media_courses = Table(
+    "mivideo_media_courses",
+    metadata,
+    Column(
+        "media_id",
+        String(32),
+        ForeignKey("mivideo_media_created.id"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("course_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("in_context", Boolean, primary_key=True, autoincrement=False),
+)
+
+lti_type = Table(
+    "lti_type",
+    metadata,
+    _canvas_id(),
+    Column("des", Name, nullable=False),
+    Column("rpt_group_nm", Name),
+)
+
+lti_placement = Table(
+    "lti_placement",
+    metadata,
+    _id(),
+    Column("course_id", BigInteger, nullable=False, index=True),
+    Column("account_id", BigInteger),
+    Column("course_name", Name),
+    Column("placement_type_id", BigInteger, ForeignKey("lti_type.canvas_id"), nullable=False),
+)
+
+lti_zoom_meeting = Table(
+    "lti_zoom_meeting",
+    metadata,
+    _id(),
+    Column("lti_placement_id", BigInteger, ForeignKey("lti_placement.id"), nullable=False),
+    Column("meeting_id", BigInteger, nullable=False),
+    Column("host_id", String(64)),
+    Column("start_time", DateTime),
+    # waiting | started | ended | deleted
+    Column("status", String(20), nullable=False),
+)
+
+APP_TABLES: tuple[Table, ...] = tuple(metadata.sorted_tables)

@@ -1,0 +1,96 @@
+"""What a job is: its context, what it returns, and the registry of job names."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+
+class DataSourceName(StrEnum):
+    CANVAS_API = "CANVAS_API"
+    UNIZIN_DATA_WAREHOUSE = "UNIZIN_DATA_WAREHOUSE"
+    UNIZIN_DATA_PLATFORM_EVENTS = "UNIZIN_DATA_PLATFORM_EVENTS"
+    KALTURA_API = "KALTURA_API"
+    CANVAS_LTI = "CANVAS_LTI"
+    ZOOM_API = "ZOOM_API"
+
+
+@dataclass(frozen=True)
+class DataSourceStatus:
+    """How fresh one data source was: becomes one ``data_source_status`` row."""
+
+    name: DataSourceName
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if self.updated_at.tzinfo is None:
+            raise ValueError("DataSourceStatus.updated_at must be timezone-aware (UTC)")
+
+
+class JobError(Exception):
+    """A job failed for a reason worth reporting as-is (no traceback needed)."""
+
+
+@dataclass
+class JobContext:
+    """Everything a job may use. Built once by the runner and passed explicitly."""
+
+    config: Mapping[str, Any]  # validated config, defaults applied, read-only
+    engine: Engine  # the output (inventory) database
+    data_dir: Path  # CSV output folder (DATA_DIR)
+    env_dir: Path  # folder of the config file; key files are resolved under it
+    log: logging.Logger
+
+    @property
+    def create_csvs(self) -> bool:
+        return bool(self.config.get("CREATE_CSVS", False))
+
+    def write_csvs(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        """Write each frame as ``<data_dir>/<name>.csv`` when CREATE_CSVS is on."""
+        if not self.create_csvs:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame in frames.items():
+            path = self.data_dir / f"{name}.csv"
+            frame.to_csv(path, index=False)
+            self.log.info("Wrote %s rows to %s", len(frame), path)
+
+
+JobFunc = Callable[[JobContext], list[DataSourceStatus]]
+
+# Job name -> "module:function". Modules are imported only when the job runs, so the
+# config validator can list the names without importing every job's dependencies.
+JOBS: dict[str, str] = {
+    "COURSE_INVENTORY": "course_inventory.job:run",
+    "MIVIDEO": "mivideo.job:run",
+    "ONLINE_MEETINGS": "online_meetings.job:run",
+}
+
+
+def register_job(name: str, target: str | JobFunc) -> None:
+    """Register a job under ``name`` (upper-cased): a "module:function" path or a callable."""
+    _extra[name.upper()] = target
+
+
+_extra: dict[str, str | JobFunc] = {}
+
+
+def job_names() -> list[str]:
+    return [*JOBS, *(n for n in _extra if n not in JOBS)]
+
+
+def resolve_job(name: str) -> JobFunc:
+    target = _extra.get(name.upper()) or JOBS[name.upper()]
+    if callable(target):
+        return target
+    module_name, _, func_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), func_name)
