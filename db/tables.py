@@ -192,3 +192,9 @@ lti_zoom_meeting = Table(
 )
 
 APP_TABLES: tuple[Table, ...] = tuple(metadata.sorted_tables)
+
+# MySQL/MariaDB: InnoDB, utf8mb4 with binary collation (exact ids and names round-trip).
+for _table in APP_TABLES:
+    _table.dialect_options["mysql"].update(
+        {"engine": "InnoDB", "charset": "utf8mb4", "collate": "utf8mb4_bin"}
+    )
