@@ -31,8 +31,12 @@ Name = String(255)
 Code = String(50)
 
 
+# SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
+SurrogateId = BigInteger().with_variant(Integer, "sqlite")
+
+
 def _id(name: str = "id") -> Column:
-    return Column(name, BigInteger, primary_key=True, autoincrement=True)
+    return Column(name, SurrogateId, primary_key=True, autoincrement=True)
 
 
 def _canvas_id() -> Column:
