@@ -37,7 +37,9 @@ class ConfigError(Exception):
         self.path = path
         self.problems = problems
         where = f" in {path}" if path else ""
-        super().__init__(f"{len(problems)} config problem(s){where}:\n  - " + "\n  - ".join(problems))
+        super().__init__(
+            f"{len(problems)} config problem(s){where}:\n  - " + "\n  - ".join(problems)
+        )
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,14 @@ def _describe(err: ValidationError, schema: dict[str, Any]) -> str:
         return _describe(best, schema)
     expected = {
         "type": lambda: f"expected {_type_words(err.validator_value)}",
-        "format": lambda: f"expected a valid {err.validator_value}"
-        + (" (ISO 8601, e.g. 2024-01-01T00:00:00Z)" if err.validator_value == "date-time" else ""),
+        "format": lambda: (
+            f"expected a valid {err.validator_value}"
+            + (
+                " (ISO 8601, e.g. 2024-01-01T00:00:00Z)"
+                if err.validator_value == "date-time"
+                else ""
+            )
+        ),
         "enum": lambda: f"expected one of {', '.join(map(str, err.validator_value))}",
         "pattern": lambda: f"expected text matching {err.validator_value}",
         "minimum": lambda: f"expected a number >= {err.validator_value}",
@@ -267,12 +275,21 @@ def _describe(err: ValidationError, schema: dict[str, Any]) -> str:
 
 def _type_words(value: Any) -> str:
     names = [value] if isinstance(value, str) else list(value)
-    words = {"integer": "an integer", "string": "a string", "object": "an object",
-             "array": "a list", "boolean": "true or false", "number": "a number", "null": "null"}
+    words = {
+        "integer": "an integer",
+        "string": "a string",
+        "object": "an object",
+        "array": "a list",
+        "boolean": "true or false",
+        "number": "a number",
+        "null": "null",
+    }
     return " or ".join(words.get(n, n) for n in names)
 
 
-def secret_values(raw: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> list[str]:
+def secret_values(
+    raw: Any, schema: dict[str, Any], root: dict[str, Any] | None = None
+) -> list[str]:
     """Every value in ``raw`` that the schema marks ``secret`` (for redaction)."""
     root = root or schema
     schema = _resolve(schema, root)

@@ -22,7 +22,9 @@ class DatabaseUnavailable(Exception):
     """The database did not accept connections within the wait limit."""
 
 
-def database_url(db_config: Mapping[str, Any] | None, *, default_driver: str, data_dir: Path) -> URL:
+def database_url(
+    db_config: Mapping[str, Any] | None, *, default_driver: str, data_dir: Path
+) -> URL:
     """The SQLAlchemy URL of a ``{host, port, dbname, user, password}`` or ``{url}`` entry.
 
     ``None`` (key absent) means an embedded SQLite file in ``data_dir``.
@@ -88,7 +90,9 @@ def _sqlite_begin(conn: Any) -> None:
 
 def output_engine(config: Mapping[str, Any], data_dir: Path) -> Engine:
     """The engine of INVENTORY_DB (MySQL/MariaDB by default), logging where it points."""
-    url = database_url(config.get("INVENTORY_DB"), default_driver="mysql+pymysql", data_dir=data_dir)
+    url = database_url(
+        config.get("INVENTORY_DB"), default_driver="mysql+pymysql", data_dir=data_dir
+    )
     if config.get("INVENTORY_DB") is None:
         log.info("INVENTORY_DB not configured: using embedded SQLite database %s", url.database)
     return make_engine(url, pool_size=max(5, int(config.get("NUM_ASYNC_WORKERS", 8))))

@@ -209,7 +209,9 @@ def _write_text_file(table: Table, frame: pd.DataFrame, path: str) -> None:
 
 
 @contextmanager
-def _text_files(tables: list[Table], frames: Mapping[str, pd.DataFrame]) -> Iterator[dict[str, str]]:
+def _text_files(
+    tables: list[Table], frames: Mapping[str, pd.DataFrame]
+) -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="course-inventory-") as folder:
         paths = {}
         for table in tables:
@@ -229,7 +231,9 @@ def _stage_table(table: Table, staged: set[str], token: str, target: MetaData) -
         c.index = None
         c.unique = None
     pieces: list[Any] = [
-        PrimaryKeyConstraint(*[c.name for c in table.primary_key.columns], name=f"pk_{name}_{token}")
+        PrimaryKeyConstraint(
+            *[c.name for c in table.primary_key.columns], name=f"pk_{name}_{token}"
+        )
     ]
     for fk in table.foreign_key_constraints:
         parent = fk.referred_table.name
@@ -243,7 +247,9 @@ def _stage_table(table: Table, staged: set[str], token: str, target: MetaData) -
         )
     for uc in table.constraints:
         if isinstance(uc, UniqueConstraint):
-            pieces.append(UniqueConstraint(*[c.name for c in uc.columns], name=f"uq_{name}_{token}"[:64]))
+            pieces.append(
+                UniqueConstraint(*[c.name for c in uc.columns], name=f"uq_{name}_{token}"[:64])
+            )
     staged_table = Table(name, target, *columns, *pieces, **table.kwargs)
     for i, index in enumerate(sorted(table.indexes, key=lambda x: x.name or "")):
         Index(f"ix_{name}_{i}_{token}"[:63], *[staged_table.c[c.name] for c in index.columns])
@@ -402,14 +408,18 @@ def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
 # -- SQLite -----------------------------------------------------------------------
 
 
-def _replace_sqlite(engine: Engine, tables: list[Table], frames: Mapping[str, pd.DataFrame]) -> None:
+def _replace_sqlite(
+    engine: Engine, tables: list[Table], frames: Mapping[str, pd.DataFrame]
+) -> None:
     with engine.begin() as conn:
         for table in reversed(tables):
             conn.execute(table.delete())
         for table in tables:
             frame = frames[table.name]
             for start in range(0, len(frame), CHUNK_ROWS):
-                conn.execute(table.insert(), _records(table, frame.iloc[start : start + CHUNK_ROWS]))
+                conn.execute(
+                    table.insert(), _records(table, frame.iloc[start : start + CHUNK_ROWS])
+                )
 
 
 # -- upsert -----------------------------------------------------------------------

@@ -41,5 +41,7 @@ def drop_tables(dbapi_conn: Any, names: list[str]) -> None:
     dialect = dialect_of(dbapi_conn)
     cursor = dbapi_conn.cursor()
     for name in reversed(names):
-        cursor.execute(str(DropTable(metadata.tables[name], if_exists=True).compile(dialect=dialect)))
+        cursor.execute(
+            str(DropTable(metadata.tables[name], if_exists=True).compile(dialect=dialect))
+        )
     cursor.close()

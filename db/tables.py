@@ -88,9 +88,7 @@ enrollment = Table(
     metadata,
     _canvas_id(),
     Column("course_id", BigInteger, ForeignKey("course.canvas_id"), nullable=False),
-    Column(
-        "course_section_id", BigInteger, ForeignKey("course_section.canvas_id"), nullable=False
-    ),
+    Column("course_section_id", BigInteger, ForeignKey("course_section.canvas_id"), nullable=False),
     Column("user_id", BigInteger, nullable=False),
     Column("workflow_state", Code, nullable=False),
     Column("role_type", Code, nullable=False),

@@ -208,7 +208,9 @@ class SandboxServer:
         self, method: str, pattern: str, endpoint: str, handler: Handler, *, faultable: bool = True
     ) -> None:
         """Register ``handler`` for ``method`` and a full-match regex on the URL path."""
-        self._routes.append(Route(method.upper(), re.compile(pattern), endpoint, handler, faultable))
+        self._routes.append(
+            Route(method.upper(), re.compile(pattern), endpoint, handler, faultable)
+        )
 
     def before(self, request: Request, route: Route) -> Response | None:
         """Hook run before a matched handler (auth, throttling). Return a Response to stop."""
@@ -337,9 +339,7 @@ def _make_handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
         def _reset(self) -> None:
             # SO_LINGER with timeout 0 makes close() send RST: the client sees
             # "connection reset by peer" rather than a clean EOF.
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             self.connection.close()
 

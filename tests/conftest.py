@@ -23,7 +23,9 @@ from db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -46,7 +48,9 @@ def create_database(kind: str) -> str:
     try:
         with server.connect() as conn:
             if kind == "mariadb":
-                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+                conn.execute(
+                    text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                )
             else:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
@@ -122,12 +126,20 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
     return request.getfixturevalue(f"{request.param}_engine")
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 120,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``course-inventory ARGS`` in a subprocess, capturing all output."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("ENV_DIR", "ENV_FILE")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "runner.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or ROOT,
     )
