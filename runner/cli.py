@@ -1,0 +1,144 @@
+"""The ``course-inventory`` command: run, migrate, create-db, check-config, sandbox, demo.
+
+Exit codes: 0 success, 1 a job (or check) failed, 2 invalid config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from config import Config, ConfigError, load_config
+from runner.jobs import job_names
+from runner.logs import redactor, setup_logging
+
+log = logging.getLogger("course_inventory")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config, job_names=job_names())
+    setup_logging(config["LOG_LEVEL"], config.secrets)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runner.run import prepare_database, run_jobs
+
+    config = _load(args)
+    engine = prepare_database(config)
+    try:
+        outcomes = run_jobs(config, engine)
+    finally:
+        engine.dispose()
+    return EXIT_OK if all(o.succeeded for o in outcomes) else EXIT_FAILED
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from db.engine import describe, output_engine, wait_for_db
+    from db.migrate import migrate
+
+    config = _load(args)
+    engine = output_engine(config, config.data_dir())
+    wait_for_db(engine, float(config["DB_WAIT_SECONDS"]))
+    applied = migrate(engine, break_lock=args.break_lock)
+    print(f"{describe(engine)}: applied {len(applied)} migration(s)")
+    return EXIT_OK
+
+
+def cmd_create_db(args: argparse.Namespace) -> int:
+    from db.engine import describe, output_engine, wait_for_db
+    from db.migrate import reset
+
+    config = _load(args)
+    engine = output_engine(config, config.data_dir())
+    if not args.yes:
+        answer = input(f"Empty every course-inventory table in {describe(engine)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing changed.")
+            return EXIT_FAILED
+    wait_for_db(engine, float(config["DB_WAIT_SECONDS"]))
+    reset(engine)
+    print(f"{describe(engine)}: tables emptied and migrations re-applied")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from runner.checks import run_checks
+
+    config = _load(args)
+    print(f"config {config.path}: ok")
+    results = run_checks(config)
+    for name, ok, detail in results:
+        print(f"{name}: {'ok' if ok else 'failed'}{' - ' + detail if detail else ''}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILED
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox.cli import serve_main
+
+    setup_logging("INFO")
+    return serve_main(args.rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sandbox.demo import demo_main
+
+    return demo_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course-inventory",
+        description="Build a reporting database of Canvas course inventory and tool usage.",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="config file (default: $ENV_DIR/$ENV_FILE)", default=None
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: list[tuple[str, Callable[[argparse.Namespace], int], str]] = [
+        ("run", cmd_run, "validate the config, migrate, run JOB_NAMES"),
+        ("migrate", cmd_migrate, "apply pending schema migrations"),
+        ("create-db", cmd_create_db, "empty the application tables and re-apply migrations"),
+        ("check-config", cmd_check_config, "validate the config and try each connection"),
+        ("sandbox", cmd_sandbox, "serve the simulated institution (development only)"),
+        ("demo", cmd_demo, "run every job against the sandbox into a local SQLite database"),
+    ]
+    for name, func, help_text in commands:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        if name == "migrate":
+            p.add_argument("--break-lock", action="store_true", help="remove a stale yoyo lock")
+        if name == "create-db":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if name in ("sandbox", "demo"):
+            p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the subcommand")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"course-inventory: invalid configuration ({exc.path}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("course-inventory: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # startup failures: database down, stale lock, ...
+        message = redactor()(str(exc).strip() or type(exc).__name__)
+        logging.getLogger("course_inventory").debug("startup failure", exc_info=True)
+        print(f"course-inventory: {type(exc).__name__}: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
