@@ -326,6 +326,8 @@ def _make_handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # a bug in a fake: answer 500 rather than hang
                 response, endpoint = Response(500, f"sandbox error: {exc!r}\n"), "error"
             payload = response.payload()
+            # Record before answering, so a client that has its reply sees it counted.
+            server.log.record(endpoint, response.status)
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type())
             self.send_header("Content-Length", str(len(payload)))
@@ -334,7 +336,6 @@ def _make_handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
-            server.log.record(endpoint, response.status)
 
         def _reset(self) -> None:
             # SO_LINGER with timeout 0 makes close() send RST: the client sees
