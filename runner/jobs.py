@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from sqlalchemy import Engine
+if TYPE_CHECKING:  # pandas and SQLAlchemy load only when a job runs
+    import pandas as pd
+    from sqlalchemy import Engine
 
 
 class DataSourceName(StrEnum):
