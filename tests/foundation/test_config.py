@@ -74,19 +74,27 @@ def test_missing_key(tmp_path: Path) -> None:
 
 
 def test_wrong_type_and_bad_date_time_are_all_reported(tmp_path: Path) -> None:
-    text = VALID.replace('JOB_NAMES: ["course_inventory"]', 'JOB_NAMES: ["course_inventory", "mivideo"]\nMAX_REQ_ATTEMPTS: "three"').replace(
-        "INVENTORY_DB", 'MIVIDEO: {default_last_timestamp: "last tuesday", '
+    text = VALID.replace(
+        'JOB_NAMES: ["course_inventory"]',
+        'JOB_NAMES: ["course_inventory", "mivideo"]\nMAX_REQ_ATTEMPTS: "three"',
+    ).replace(
+        "INVENTORY_DB",
+        'MIVIDEO: {default_last_timestamp: "last tuesday", '
         'udp_service_account_json_filename: "k.json", kaltura_partner_id: 5, '
-        'kaltura_user_secret: "ks-secret-9"}\nINVENTORY_DB'
+        'kaltura_user_secret: "ks-secret-9"}\nINVENTORY_DB',
     )
     problems = problems_of(tmp_path, text)
     assert 'MAX_REQ_ATTEMPTS: expected an integer, got "three"' in problems
-    assert any(p.startswith("MIVIDEO.default_last_timestamp: expected a valid date-time") for p in problems)
+    assert any(
+        p.startswith("MIVIDEO.default_last_timestamp: expected a valid date-time") for p in problems
+    )
     assert len(problems) == 2
 
 
 def test_unknown_job_names_the_registered_ones(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, VALID.replace('"course_inventory"', '"course_inventory", "payroll"'))
+    problems = problems_of(
+        tmp_path, VALID.replace('"course_inventory"', '"course_inventory", "payroll"')
+    )
     assert problems == [
         "JOB_NAMES[1]: unknown job 'payroll'; expected one of COURSE_INVENTORY, MIVIDEO, ONLINE_MEETINGS"
     ]
@@ -124,8 +132,13 @@ def test_cli_invalid_config_exit_code_2_without_traceback(tmp_path: Path) -> Non
 def test_check_config_on_blank_template_reports_key_paths() -> None:
     result = run_cli(["check-config", "--config", str(ROOT / "config/env_blank.hjson")])
     assert result.returncode == 2
-    for key in ("CANVAS.CANVAS_URL", "CANVAS.CANVAS_TOKEN", "INVENTORY_DB.host",
-                "MIVIDEO.kaltura_partner_id", "ZOOM.CLIENT_SECRET"):
+    for key in (
+        "CANVAS.CANVAS_URL",
+        "CANVAS.CANVAS_TOKEN",
+        "INVENTORY_DB.host",
+        "MIVIDEO.kaltura_partner_id",
+        "ZOOM.CLIENT_SECRET",
+    ):
         assert f"  - {key}: " in result.stderr
     assert "Traceback" not in result.stderr
 
