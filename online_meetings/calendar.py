@@ -10,9 +10,12 @@ per start time.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+from http_client.canvas import CanvasClient
+from http_client.errors import Forbidden, NotFound
 
 # Fields of a Canvas calendar event that may carry a join URL.
 MEETING_FIELDS = ("location_name", "location_address", "description")
@@ -30,6 +33,25 @@ class CalendarMeeting(NamedTuple):
 
     meeting_id: int
     start_time: datetime | None
+
+
+def read_course_meetings(
+    canvas: CanvasClient, course_ids: Collection[int]
+) -> dict[int, list[CalendarMeeting]]:
+    """Each course's Zoom meetings from its calendar events (403/404: warned, skipped)."""
+    run = canvas.map(
+        lambda course_id: course_meetings(calendar_events(canvas, course_id)),
+        list(course_ids),
+        desc="calendar events",
+        skip=(Forbidden, NotFound),
+    )
+    return dict(run)
+
+
+def calendar_events(canvas: CanvasClient, course_id: int) -> Iterable[Mapping[str, Any]]:
+    """Every calendar event of a course (all dates), following Link pagination."""
+    params = {"context_codes[]": f"course_{course_id}", "all_events": "true", "type": "event"}
+    return canvas.paginate("/api/v1/calendar_events", params)
 
 
 def meeting_ids(text: str | None) -> set[int]:

@@ -17,13 +17,14 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
 
+from http_client.fanout import fan_out
 from http_client.session import Action, Reply, RetryingSession, RetryPolicy, Verdict
 
 log = logging.getLogger(__name__)
@@ -173,3 +174,17 @@ class ZoomClient:
 
 def _error_code(reply: Reply) -> int | None:
     return reply.data.get("code") if isinstance(reply.data, dict) else None
+
+
+def meeting_statuses(
+    zoom_config: Mapping[str, Any], meeting_ids: Iterable[int], *, max_attempts: int, workers: int
+) -> dict[int, MeetingInfo]:
+    """Host and status of each distinct meeting: one Zoom lookup per meeting id."""
+    client = ZoomClient(zoom_config, max_attempts=max_attempts, workers=workers)
+    try:
+        run = fan_out(
+            client.meeting, sorted(set(meeting_ids)), workers=workers, desc="zoom meetings"
+        )
+        return dict(run)
+    finally:
+        client.close()

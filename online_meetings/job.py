@@ -1,0 +1,122 @@
+"""The ONLINE_MEETINGS job: LTI tool placements per course and their Zoom meetings.
+
+1. ``lti_type`` is upserted from ``LTI_TOOLS`` (tools already there stay).
+2. Courses in scope (available courses of the terms plus ``ADD_COURSE_IDS``) → their
+   navigation tabs → ``lti_placement`` for every visible tab of a tool in ``lti_type``.
+3. With ``ZOOM`` configured: the calendar events of every course showing the Zoom tool
+   → Zoom meeting numbers in join URLs → host and status from Zoom's REST API
+   → ``lti_zoom_meeting``.
+4. ``lti_placement`` and ``lti_zoom_meeting`` are replaced together, atomically; a run
+   that fails before that (e.g. Zoom's daily limit) leaves both as they were.
+
+Only documented APIs are used: no LTI launch pages are scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from db.publish import replace_tables, upsert_rows
+from db.tables import lti_type
+from http_client.canvas import CanvasClient
+from http_client.errors import HttpError
+from online_meetings.calendar import CalendarMeeting, read_course_meetings
+from online_meetings.frames import (
+    LTI_TYPE_COLUMNS,
+    lti_type_frame,
+    meeting_frame,
+    placement_frame,
+)
+from online_meetings.placements import Placement, find_placements, scope_courses
+from online_meetings.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
+from runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+
+
+def run(ctx: JobContext) -> list[DataSourceStatus]:
+    config, log = ctx.config, ctx.log
+    zoom_config: Mapping[str, Any] | None = config.get("ZOOM")
+    zoom_tool_id = int(zoom_config["LTI_TOOL_ID"]) if zoom_config else None
+    tools = publish_lti_types(ctx.engine, config.get("LTI_TOOLS") or [])
+    tool_ids = {int(t) for t in tools["canvas_id"]}
+    if zoom_tool_id is not None and zoom_tool_id not in tool_ids:
+        log.warning("ZOOM.LTI_TOOL_ID %s is not in lti_type: no Zoom placements", zoom_tool_id)
+    try:
+        placements, calendars = read_canvas(config, tool_ids, zoom_tool_id, log)
+        statuses = [DataSourceStatus(DataSourceName.CANVAS_LTI)]
+        zoom: dict[int, MeetingInfo] = {}
+        if zoom_config:
+            zoom = lookup_zoom(config, zoom_config, calendars)
+            statuses.append(DataSourceStatus(DataSourceName.ZOOM_API))
+    except ZoomDailyLimit as exc:
+        raise JobError(f"{exc} lti_placement and lti_zoom_meeting were left unchanged.") from exc
+    except (HttpError, ZoomError) as exc:
+        raise JobError(str(exc)) from exc
+
+    frames = {"lti_placement": placement_frame(placements)}
+    frames["lti_zoom_meeting"] = meeting_frame(
+        frames["lti_placement"], zoom_tool_id, calendars, zoom
+    )
+    replace_tables(ctx.engine, frames)
+    log.info(
+        "ONLINE_MEETINGS: %d placement(s), %d Zoom meeting row(s) by status %s",
+        len(frames["lti_placement"]),
+        len(frames["lti_zoom_meeting"]),
+        dict(Counter(frames["lti_zoom_meeting"]["status"])),
+    )
+    ctx.write_csvs({"lti_type": tools, **frames})
+    return statuses
+
+
+def publish_lti_types(engine: Engine, tools: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Upsert the configured tools; return the whole ``lti_type`` table."""
+    if tools:
+        upsert_rows(engine, {"lti_type": lti_type_frame(tools)})
+    with engine.connect() as conn:
+        rows = conn.execute(select(lti_type).order_by(lti_type.c.canvas_id)).all()
+    return pd.DataFrame(rows, columns=LTI_TYPE_COLUMNS)
+
+
+def read_canvas(
+    config: Mapping[str, Any], tool_ids: set[int], zoom_tool_id: int | None, log: logging.Logger
+) -> tuple[list[Placement], dict[int, list[CalendarMeeting]]]:
+    """Placements of the tools, and the calendar meetings of courses showing Zoom."""
+    canvas_config = config["CANVAS"]
+    with CanvasClient.from_config(config) as canvas:
+        courses = scope_courses(
+            canvas,
+            canvas_config["CANVAS_ACCOUNT_ID"],
+            canvas_config.get("CANVAS_TERM_IDS") or [],
+            canvas_config.get("ADD_COURSE_IDS") or [],
+        )
+        placements = find_placements(canvas, courses, tool_ids)
+        zoom_courses = [p.course_id for p in placements if p.placement_type_id == zoom_tool_id]
+        calendars = read_course_meetings(canvas, zoom_courses) if zoom_tool_id else {}
+        log.info(
+            "Canvas: %d course(s) in scope, %d placement(s), %d course(s) showing Zoom; %s",
+            len(courses),
+            len(placements),
+            len(zoom_courses),
+            canvas.stats(),
+        )
+    return placements, calendars
+
+
+def lookup_zoom(
+    config: Mapping[str, Any],
+    zoom_config: Mapping[str, Any],
+    calendars: Mapping[int, list[CalendarMeeting]],
+) -> dict[int, MeetingInfo]:
+    """Zoom's host and status for every distinct meeting found in the calendars."""
+    ids = {m.meeting_id for meetings in calendars.values() for m in meetings}
+    return meeting_statuses(
+        zoom_config,
+        ids,
+        max_attempts=int(config.get("MAX_REQ_ATTEMPTS", 3)),
+        workers=int(config.get("NUM_ASYNC_WORKERS", 8)),
+    )
