@@ -39,8 +39,9 @@ Hooks for API-specific behaviour:
 - ``pacer``: an object with ``acquire()`` and ``release(response, throttled)`` called
   around every attempt (Canvas's adaptive throttle limiter in ``throttle.py``).
 
-Secrets: put tokens in ``headers`` (or the body), never in the URL. Errors and log
-lines name only the method and the URL path; the repr shows neither headers nor URL.
+Secrets: put tokens in ``headers`` (or the body), never in the URL: urllib3's own
+DEBUG log prints full URLs. Errors and this module's log lines name only the method
+and the URL path; the repr shows neither headers nor URL.
 """
 
 from __future__ import annotations

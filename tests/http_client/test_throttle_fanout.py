@@ -1,0 +1,179 @@
+"""Throttle awareness, bounded fan-out and progress reporting, over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from http_client import AdaptiveLimiter, CanvasClient, NotFound, Progress, RetryPolicy, fan_out
+from sandbox.httpserver import json_response
+from tests.http_client.servers import TOKEN, BucketServer, ScriptedServer
+
+FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture
+def server(shared_server: ScriptedServer) -> ScriptedServer:
+    shared_server.reset()
+    return shared_server
+
+
+# -- throttling ----------------------------------------------------------------------
+@pytest.mark.parametrize("status", [403, 429])
+def test_small_bucket_exact_results_and_few_throttles(status: int) -> None:
+    workers, n = 8, 120
+    with BucketServer(hwm=200, up_front=50, cost=0.5, leak=10, work_s=0.02, status=status) as s:
+        client = CanvasClient(s.url, TOKEN, workers=workers, policy=FAST)
+        ids = [i for _, got in client.map(lambda i: client.get(f"/api/v1/courses/{i}"),
+                                          range(n), desc="courses") for i in [got["id"]]]
+        assert sorted(ids) == list(range(n))  # nothing lost, nothing doubled
+        throttled = s.log.count(status=status)
+        # The first blind wave may collide (at most one per worker); after that the
+        # limiter keeps in-flight reservations under the bucket's headroom.
+        assert 1 <= throttled <= workers + 2
+        assert s.log.count(status=200) == n
+        assert s.peak_in_flight <= 4  # (200 - margin) / 50 reservations fit at once
+        assert client.stats()["throttled"] == throttled
+
+
+def test_throttle_does_not_consume_attempts() -> None:
+    # Bucket smaller than two reservations: concurrent requests keep colliding.
+    with BucketServer(hwm=90, up_front=50, cost=0.1, leak=200, work_s=0.01) as s:
+        policy = RetryPolicy(max_attempts=1, throttle_backoff_base=0.01)
+        client = CanvasClient(s.url, TOKEN, workers=4, policy=policy)
+        got = sorted(r["id"] for _, r in client.map(
+            lambda i: client.get(f"/api/v1/courses/{i}"), range(20)))
+        assert got == list(range(20))
+        assert s.log.count(status=403) >= 1
+
+
+def bucket_response(remaining: float) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response.headers["X-Rate-Limit-Remaining"] = f"{remaining}"
+    response.headers["X-Request-Cost"] = "1.5"
+    return response
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limiter_slows_down_then_recovers() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(8, up_front_cost=50, leak_rate=10, margin=20, clock=clock)
+    assert limiter.permitted() == 8  # nothing known yet: only the ceiling applies
+
+    def one(remaining: float, throttled: bool = False) -> None:
+        limiter.acquire()
+        limiter.release(bucket_response(remaining), throttled)
+
+    one(700)
+    assert limiter.permitted() == 8
+    one(270)
+    assert limiter.permitted() == 5  # (270 - 20) / 50
+    one(90)
+    assert limiter.permitted() == 1
+    one(0.0, throttled=True)
+    assert limiter.permitted() == 0 and limiter.throttled == 1
+    clock.now += 7.0  # leaked back 70 units: one request fits again
+    assert limiter.permitted() == 1
+    clock.now += 100.0  # bucket drained, but the ceiling only regrows with responses
+    assert limiter.permitted() == 1
+    for _ in range(40):
+        one(700)
+    assert limiter.permitted() == 8
+    assert limiter.min_remaining == 0.0 and limiter.total_cost == pytest.approx(1.5 * 44)
+
+
+def test_limiter_pauses_when_bucket_is_empty() -> None:
+    limiter = AdaptiveLimiter(4, up_front_cost=5, leak_rate=100, margin=5)
+    limiter.acquire()
+    limiter.release(bucket_response(0.0), True)
+    started = time.monotonic()
+    limiter.acquire()  # needs 10 units at 100/s: about 0.1 s
+    assert 0.05 <= time.monotonic() - started < 1.0
+    assert limiter.waits == 1
+
+
+# -- fan-out -------------------------------------------------------------------------
+def test_fan_out_overlaps_latency(server: ScriptedServer) -> None:
+    n, latency, workers = 24, 0.1, 8
+    client = CanvasClient(server.url, TOKEN, workers=workers, policy=FAST)
+    started = time.monotonic()
+    got = {i: r for i, r in client.map(
+        lambda i: client.get(f"/api/v1/slow/{i}", {"s": latency}), range(n), desc="slow")}
+    elapsed = time.monotonic() - started
+    assert got == {i: {"id": i} for i in range(n)}
+    assert elapsed < 0.6 * n * latency  # ideal n * latency / workers = 0.3 s
+
+
+def test_fan_out_skips_chosen_errors_and_records_them(server: ScriptedServer) -> None:
+    server.script("thing", [json_response({"errors": []}, 404)] * 3)
+    client = CanvasClient(server.url, TOKEN, workers=4, policy=FAST)
+    run = client.map(lambda i: client.get(f"/api/v1/things/{i}"), range(10), skip=(NotFound,))
+    done = dict(run)
+    assert len(done) == 7 and len(run.skipped) == 3
+    assert all(isinstance(e, NotFound) for _, e in run.skipped)
+    assert set(done) | {i for i, _ in run.skipped} == set(range(10))
+
+
+def test_fan_out_raises_other_errors_and_stops_early() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 5:
+            raise ValueError("broken item 5")
+        time.sleep(0.002)
+        return i
+
+    with pytest.raises(ValueError, match="broken item 5"):
+        for _ in fan_out(work, iter(range(10_000)), workers=2):
+            pass
+    assert len(started) < 50  # lazily submitted, the rest cancelled
+
+    started.clear()
+    for _ in fan_out(work, range(100, 10_000), workers=2):
+        break
+    assert len(started) < 20
+
+
+def test_progress_on_a_terminal_rewrites_one_line() -> None:
+    stream = io.StringIO()
+    with Progress("courses", 3, stream=stream, tty=True) as progress:
+        for _ in range(3):
+            progress.advance()
+            time.sleep(0.11)
+    text = stream.getvalue()
+    assert text.count("\r") >= 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "courses: 3/3 (100.0%)" in text and "/s" in text
+
+
+def test_progress_off_terminal_logs_periodically(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="http_client.progress")
+    with Progress("analytics", 4, stream=io.StringIO(), interval=0.0) as progress:
+        progress.advance()
+        progress.advance(skipped=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("analytics: 1/4 (25.0%)") and "ETA" in lines[0]
+    assert lines[-1].startswith("analytics: 2/4 (50.0%)") and "1 skipped" in lines[-1]
+    assert lines[-1].endswith("(done)") and len(lines) == 3
