@@ -178,8 +178,9 @@ class CanvasClient:
         self.close()
 
     # -- REST -------------------------------------------------------------------
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *,
-            allow_404: bool = False) -> Any:
+    def get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, allow_404: bool = False
+    ) -> Any:
         """GET one object; ``None`` when it is 404 and ``allow_404``."""
         return self._session.get_json(self.url(path), params, allow_404=allow_404)
 
@@ -268,8 +269,9 @@ class CanvasClient:
         skip: tuple[type[BaseException], ...] = (),
     ) -> FanOut[T, R]:
         """Run ``func(item)`` for every item, ``workers`` at a time (see ``fanout.py``)."""
-        return FanOut(func, items, workers=self.workers, desc=desc, skip=skip,
-                      progress=self.progress)
+        return FanOut(
+            func, items, workers=self.workers, desc=desc, skip=skip, progress=self.progress
+        )
 
     def stats(self) -> dict[str, float]:
         """Counters for logs and benchmarks: requests, retries, throttled, pages, cost."""

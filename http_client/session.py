@@ -242,8 +242,14 @@ class RetryingSession:
                 if throttles > self.policy.max_throttle_retries:
                     raise RetriesExhausted(method, path, failures + throttles, outcome.reason)
                 delay = self._throttle_delay(throttles, outcome.retry_after)
-                log.info("%s %s %s throttled (%s); waiting %.1fs", self.name, method, path,
-                         outcome.reason, delay)
+                log.info(
+                    "%s %s %s throttled (%s); waiting %.1fs",
+                    self.name,
+                    method,
+                    path,
+                    outcome.reason,
+                    delay,
+                )
             else:
                 failures += 1
                 if failures >= self.policy.max_attempts:
@@ -251,8 +257,16 @@ class RetryingSession:
                     raise RetriesExhausted(method, path, failures + throttles, outcome.reason)
                 self.stats.add("retries")
                 delay = self._backoff_delay(failures, outcome.retry_after)
-                log.warning("%s %s %s failed (%s); attempt %d/%d in %.1fs", self.name, method,
-                            path, outcome.reason, failures + 1, self.policy.max_attempts, delay)
+                log.warning(
+                    "%s %s %s failed (%s); attempt %d/%d in %.1fs",
+                    self.name,
+                    method,
+                    path,
+                    outcome.reason,
+                    failures + 1,
+                    self.policy.max_attempts,
+                    delay,
+                )
             time.sleep(delay)
 
     # -- one attempt ------------------------------------------------------------

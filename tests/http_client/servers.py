@@ -151,5 +151,8 @@ class BucketServer(SandboxServer):
             self._level += self.cost - self.up_front
             remaining = self.hwm - self._level
         assert request.match is not None
-        headers = {"X-Request-Cost": f"{self.cost:.4f}", "X-Rate-Limit-Remaining": f"{remaining:.4f}"}
+        headers = {
+            "X-Request-Cost": f"{self.cost:.4f}",
+            "X-Rate-Limit-Remaining": f"{remaining:.4f}",
+        }
         return json_response({"id": int(request.match.group(1))}, **headers)

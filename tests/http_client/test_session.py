@@ -85,8 +85,11 @@ def test_paginate_detects_loops_and_foreign_hosts(server: ScriptedServer) -> Non
 # -- retries -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("faults", "marker"),
-    [(Faults(error_5xx=0.4), "5xx"), (Faults(truncated=0.4), "truncated"),
-     (Faults(reset=0.4), "reset")],
+    [
+        (Faults(error_5xx=0.4), "5xx"),
+        (Faults(truncated=0.4), "truncated"),
+        (Faults(reset=0.4), "reset"),
+    ],
 )
 def test_every_fault_class_is_retried(faults: Faults, marker: str) -> None:
     with ScriptedServer(faults=faults, seed=7) as server:
@@ -171,8 +174,9 @@ def test_allowed_404_returns_none(server: ScriptedServer) -> None:
 def test_throttling_does_not_spend_the_attempt_budget(server: ScriptedServer) -> None:
     throttled = Response(403, "403 Forbidden (Rate Limit Exceeded)\n")
     server.script("thing", [throttled, Response(429, "slow down\n", {"Retry-After": "0"})] * 3)
-    client = canvas(server, policy=RetryPolicy(max_attempts=1, throttle_backoff_base=0.01),
-                    limiter=None)
+    client = canvas(
+        server, policy=RetryPolicy(max_attempts=1, throttle_backoff_base=0.01), limiter=None
+    )
     assert client.get("/api/v1/things/8") == {"id": 8}
     assert client.stats()["throttled"] == 6
     assert server.log.count("thing", 200) == 1
@@ -218,7 +222,9 @@ def test_classifier_hook_can_retry_and_fail_on_200(server: ScriptedServer) -> No
     exc = {"objectType": "KalturaAPIException", "code": "INTERNAL_SERVER_ERROR"}
     server.script("thing", [json_response(exc)])
     session = RetryingSession(
-        name="kaltura-like", headers={"Authorization": f"Bearer {TOKEN}"}, policy=FAST,
+        name="kaltura-like",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        policy=FAST,
         classify=kaltura_like,
     )
     assert session.get_json(f"{server.url}/api/v1/things/4") == {"id": 4}
@@ -254,10 +260,16 @@ def test_graphql_errors_and_nulls(server: ScriptedServer) -> None:
     with pytest.raises(GraphQLError, match=r"POST /api/graphql: GraphQL error: bad cursor zz"):
         client.graphql(QUERY, {"after": "zz"})
     server.script("graphql", [json_response({"data": {"course": None}})] * 2)
-    with pytest.raises(GraphQLError, match="course.enrollmentsConnection is null"):
+    with pytest.raises(GraphQLError, match=r"course\.enrollmentsConnection is null"):
         list(client.graphql_connection(QUERY, {}, ("course", "enrollmentsConnection")))
-    assert list(client.graphql_connection(
-        QUERY, {}, ("course", "enrollmentsConnection"), allow_null=True)) == []
+    assert (
+        list(
+            client.graphql_connection(
+                QUERY, {}, ("course", "enrollmentsConnection"), allow_null=True
+            )
+        )
+        == []
+    )
 
 
 def test_from_config_reads_the_spec_keys(server: ScriptedServer) -> None:

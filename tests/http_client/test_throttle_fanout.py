@@ -36,8 +36,13 @@ def test_small_bucket_exact_results_and_few_throttles(status: int) -> None:
     workers, n = 8, 120
     with BucketServer(hwm=200, up_front=50, cost=0.5, leak=10, work_s=0.02, status=status) as s:
         client = CanvasClient(s.url, TOKEN, workers=workers, policy=FAST)
-        ids = [i for _, got in client.map(lambda i: client.get(f"/api/v1/courses/{i}"),
-                                          range(n), desc="courses") for i in [got["id"]]]
+        ids = [
+            i
+            for _, got in client.map(
+                lambda i: client.get(f"/api/v1/courses/{i}"), range(n), desc="courses"
+            )
+            for i in [got["id"]]
+        ]
         assert sorted(ids) == list(range(n))  # nothing lost, nothing doubled
         throttled = s.log.count(status=status)
         # The first blind wave may collide (at most one per worker); after that the
@@ -53,8 +58,9 @@ def test_throttle_does_not_consume_attempts() -> None:
     with BucketServer(hwm=90, up_front=50, cost=0.1, leak=200, work_s=0.01) as s:
         policy = RetryPolicy(max_attempts=1, throttle_backoff_base=0.01)
         client = CanvasClient(s.url, TOKEN, workers=4, policy=policy)
-        got = sorted(r["id"] for _, r in client.map(
-            lambda i: client.get(f"/api/v1/courses/{i}"), range(20)))
+        got = sorted(
+            r["id"] for _, r in client.map(lambda i: client.get(f"/api/v1/courses/{i}"), range(20))
+        )
         assert got == list(range(20))
         assert s.log.count(status=403) >= 1
 
@@ -117,8 +123,12 @@ def test_fan_out_overlaps_latency(server: ScriptedServer) -> None:
     n, latency, workers = 24, 0.1, 8
     client = CanvasClient(server.url, TOKEN, workers=workers, policy=FAST)
     started = time.monotonic()
-    got = {i: r for i, r in client.map(
-        lambda i: client.get(f"/api/v1/slow/{i}", {"s": latency}), range(n), desc="slow")}
+    got = {
+        i: r
+        for i, r in client.map(
+            lambda i: client.get(f"/api/v1/slow/{i}", {"s": latency}), range(n), desc="slow"
+        )
+    }
     elapsed = time.monotonic() - started
     assert got == {i: {"id": i} for i in range(n)}
     assert elapsed < 0.6 * n * latency  # ideal n * latency / workers = 0.3 s
