@@ -238,6 +238,8 @@ def _stage_table(table: Table, staged: set[str], token: str, target: MetaData) -
     for fk in table.foreign_key_constraints:
         parent = fk.referred_table.name
         ref_table = parent + NEW if parent in staged else parent
+        if ref_table not in target.tables:  # a live parent: known to the new metadata too
+            fk.referred_table.to_metadata(target)
         pieces.append(
             ForeignKeyConstraint(
                 [c.name for c in fk.columns],

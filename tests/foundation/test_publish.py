@@ -130,6 +130,22 @@ def test_parents_cannot_be_replaced_without_their_children(any_engine: Engine) -
         )
 
 
+def test_children_replaced_under_a_live_parent(any_engine: Engine) -> None:
+    upsert_rows(any_engine, {"lti_type": pd.DataFrame({"canvas_id": [77], "des": ["Zoom"], "rpt_group_nm": ["Meetings"]})})
+    for n in (3, 2):
+        placements = pd.DataFrame({"id": range(1, n + 1), "course_id": range(10, 10 + n), "account_id": 1,
+                                   "course_name": "C", "placement_type_id": 77})
+        meetings = pd.DataFrame({"lti_placement_id": [1], "meeting_id": [98765432101], "host_id": ["h1"],
+                                 "start_time": [datetime(2024, 1, 1, 15)], "status": ["ended"]})
+        replace_tables(any_engine, {"lti_placement": placements, "lti_zoom_meeting": meetings})
+    assert read(any_engine, "lti_placement", "id")["course_id"].tolist() == [10, 11]
+    assert read(any_engine, "lti_zoom_meeting", "id")["meeting_id"].tolist() == [98765432101]
+    bad = placements.assign(placement_type_id=78)  # not in lti_type
+    with pytest.raises(Exception):  # noqa: B017 - FK violation from the driver
+        replace_tables(any_engine, {"lti_placement": bad, "lti_zoom_meeting": meetings})
+    assert read(any_engine, "lti_placement", "id")["placement_type_id"].tolist() == [77, 77]
+
+
 def test_upsert_is_idempotent(any_engine: Engine) -> None:
     hourly = pd.DataFrame(
         {
