@@ -17,6 +17,13 @@ Executed against the institution with resolvers for the part the jobs use:
 * ``Enrollment``: ``_id id state type sisRole userId user { _id id } courseSectionId
   section { _id id name sisId userCount } course { ... }``.
 
+Execution: a small direct executor handles the plain shapes clients send (fields,
+aliases, arguments, variables, fragments on concrete types, ``__typename``) about ten
+times faster than graphql-core's general executor, which a million enrollments need. Any
+query it does not handle exactly (directives, abstract fragments, errors, a null in a
+non-null field, a repeated response key) is executed by graphql-core instead, so answers
+never differ between the two paths.
+
 Connections use opaque cursors, ``pageInfo { endCursor hasNextPage startCursor
 hasPreviousPage }``, ``nodes`` and ``edges { cursor node }``. ``first``/``last`` are capped
 at 100 and default to 100. Without ``filter.states`` every enrollment state except
@@ -29,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -39,13 +47,21 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     build_schema,
     execute,
+    get_argument_values,
+    get_variable_values,
     parse,
     validate,
 )
@@ -79,18 +95,18 @@ def canvas_schema() -> GraphQLSchema:
 
 
 @lru_cache(maxsize=256)
-def _checked(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+def _checked(query: str) -> _Compiled:
     """Parse and validate ``query`` (cached by text: clients repeat the same query)."""
     try:
         document = parse(query)
     except GraphQLError as exc:
-        return None, (exc,)
+        return _Compiled(None, (exc,))
     errors = validate(canvas_schema(), document)
     if not errors:
         depth = _depth(document)
         if depth > MAX_DEPTH:
             errors = [GraphQLError(f"Query has depth of {depth}, which exceeds max depth of 15")]
-    return (None if errors else document), tuple(errors)
+    return _Compiled(None if errors else document, errors)
 
 
 def _depth(document: DocumentNode) -> int:
@@ -165,10 +181,11 @@ def connection(
         start = max(start, stop - min(MAX_PAGE_SIZE, last))
     positions = range(start, stop)
     nodes = [make_node(p) for p in positions]
-    edges = [{"cursor": _cursor(p), "node": n} for p, n in zip(positions, nodes, strict=True)]
     return {
         "nodes": nodes,
-        "edges": edges,
+        "edges": lambda _info: [
+            {"cursor": _cursor(p), "node": n} for p, n in zip(positions, nodes, strict=True)
+        ],
         "pageInfo": {
             "startCursor": _cursor(start) if nodes else None,
             "endCursor": _cursor(stop - 1) if nodes else None,
@@ -194,13 +211,21 @@ class CanvasGraphQL:
         """The JSON payload Canvas would answer (always sent with HTTP 200)."""
         if not query:
             return {"errors": [{"message": "No query string was present"}]}
-        document, errors = _checked(query)
+        compiled = _checked(query)
+        document = compiled.document
         if document is None:
-            return {"errors": [e.formatted for e in errors]}
+            return {"errors": [e.formatted for e in compiled.errors]}
+        root = _Request(self.institution).root()
+        try:
+            return {
+                "data": _FastExecutor(self.schema, compiled, variables, operation_name).run(root)
+            }
+        except _Fallback:
+            pass
         result = execute(
             self.schema,
             document,
-            root_value=_Request(self.institution).root(),
+            root_value=_Request(self.institution).root(),  # fresh: resolvers are pure
             variable_values=variables,
             operation_name=operation_name,
         )
@@ -210,6 +235,174 @@ class CanvasGraphQL:
         if result.errors:  # type: ignore[union-attr]
             payload["errors"] = [e.formatted for e in result.errors]  # type: ignore[union-attr]
         return payload
+
+
+class _Fallback(Exception):
+    """The fast executor met something it does not handle: use graphql-core."""
+
+
+class _Compiled:
+    """A checked query: its document (None if invalid), errors and cached field plans."""
+
+    def __init__(self, document: DocumentNode | None, errors: Sequence[GraphQLError]) -> None:
+        self.document = document
+        self.errors = tuple(errors)
+        # (type name, id(selection set)) -> plan; the nodes live as long as the document.
+        self.plans: dict[tuple[str, int], list[_PlannedField]] = {}
+
+
+_TYPENAME, _LEAF, _LEAF_NON_NULL, _OTHER = range(4)
+
+
+@dataclass(slots=True)
+class _PlannedField:
+    key: str  # response key (alias or name)
+    name: str
+    node: FieldNode
+    mode: int
+    type: Any  # the field's GraphQL output type
+    has_args: bool
+    field_def: Any
+
+
+class _FastExecutor:
+    """Executes a validated query over dict-shaped data (see the module docstring)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        compiled: _Compiled,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> None:
+        self.schema = schema
+        self.plans = compiled.plans
+        document = compiled.document
+        assert document is not None
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if operation_name is not None:
+            operations = [o for o in operations if o.name and o.name.value == operation_name]
+        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
+            raise _Fallback
+        self.operation = operations[0]
+        if self.operation.directives:
+            raise _Fallback
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        coerced = get_variable_values(
+            schema, self.operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):
+            raise _Fallback
+        self.variables = coerced
+
+    def run(self, root: dict[str, Any]) -> dict[str, Any]:
+        query_type = self.schema.query_type
+        assert query_type is not None
+        return self._select(query_type, self.operation.selection_set, root)
+
+    def _fields(self, type_: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
+        out: list[FieldNode] = []
+        for sel in selection_set.selections:
+            if sel.directives:
+                raise _Fallback
+            if isinstance(sel, FieldNode):
+                out.append(sel)
+                continue
+            if isinstance(sel, FragmentSpreadNode):
+                fragment = self.fragments[sel.name.value]
+                condition, selections = fragment.type_condition, fragment.selection_set
+                if fragment.directives:
+                    raise _Fallback
+            else:
+                assert isinstance(sel, InlineFragmentNode)
+                condition, selections = sel.type_condition, sel.selection_set
+            if condition is None or condition.name.value == type_.name:
+                out += self._fields(type_, selections)
+            elif not isinstance(self.schema.get_type(condition.name.value), GraphQLObjectType):
+                raise _Fallback  # a fragment on an interface or union
+        return out
+
+    def _plan(
+        self, type_: GraphQLObjectType, selection_set: SelectionSetNode
+    ) -> list[_PlannedField]:
+        cache_key = (type_.name, id(selection_set))
+        plan = self.plans.get(cache_key)
+        if plan is not None:
+            return plan
+        plan, keys = [], set()
+        for node in self._fields(type_, selection_set):
+            key = node.alias.value if node.alias else node.name.value
+            if key in keys:
+                raise _Fallback  # fields to merge
+            keys.add(key)
+            name = node.name.value
+            if name == "__typename":
+                plan.append(_PlannedField(key, name, node, _TYPENAME, None, False, None))
+                continue
+            field_def = type_.fields.get(name)
+            if field_def is None:
+                raise _Fallback  # introspection
+            out_type = field_def.type
+            inner = out_type.of_type if isinstance(out_type, GraphQLNonNull) else out_type
+            if isinstance(inner, GraphQLScalarType | GraphQLEnumType):
+                mode = _LEAF_NON_NULL if inner is not out_type else _LEAF
+            else:
+                mode = _OTHER
+            plan.append(
+                _PlannedField(key, name, node, mode, out_type, bool(node.arguments), field_def)
+            )
+        self.plans[cache_key] = plan
+        return plan
+
+    def _select(
+        self, type_: GraphQLObjectType, selection_set: SelectionSetNode, source: dict[str, Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in self._plan(type_, selection_set):
+            if f.mode == _TYPENAME:
+                out[f.key] = type_.name
+                continue
+            value = source.get(f.name)
+            if callable(value):
+                args = (
+                    get_argument_values(f.field_def, f.node, self.variables) if f.has_args else {}
+                )
+                try:
+                    value = value(None, **args)
+                except GraphQLError:
+                    raise _Fallback from None
+            if f.mode == _LEAF:
+                out[f.key] = value  # resolvers return serialized values (str ids, enum names)
+            elif f.mode == _LEAF_NON_NULL:
+                if value is None:
+                    raise _Fallback
+                out[f.key] = value
+            else:
+                out[f.key] = self._complete(f.type, f.node, value)
+        return out
+
+    def _complete(self, type_: Any, node: FieldNode, value: Any) -> Any:
+        if isinstance(type_, GraphQLNonNull):
+            if value is None:
+                raise _Fallback
+            type_ = type_.of_type
+        if value is None:
+            return None
+        if isinstance(type_, GraphQLList):
+            return [self._complete(type_.of_type, node, v) for v in value]
+        if isinstance(type_, GraphQLObjectType):
+            assert node.selection_set is not None
+            return self._select(type_, node.selection_set, value)
+        if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+            return value
+        # Interfaces and unions: the concrete type comes from ``__typename``.
+        concrete = self.schema.get_type(value.get("__typename", ""))
+        if not isinstance(concrete, GraphQLObjectType):
+            raise _Fallback
+        assert node.selection_set is not None
+        return self._select(concrete, node.selection_set, value)
 
 
 class _Request:
@@ -328,12 +521,16 @@ class _Request:
             return {
                 "__typename": "Enrollment",
                 "_id": str(eid),
-                "id": relay_id("Enrollment", eid),
+                "id": lambda _info, eid=eid: relay_id("Enrollment", eid),
                 "state": ENROLLMENT_STATES[e.state[i]],
                 "type": ENROLLMENT_TYPES[e.type[i]],
                 "sisRole": SIS_ROLES[e.type[i]],
                 "userId": str(uid),
-                "user": {"__typename": "User", "_id": str(uid), "id": relay_id("User", uid)},
+                "user": {
+                    "__typename": "User",
+                    "_id": str(uid),
+                    "id": lambda _info, uid=uid: relay_id("User", uid),
+                },
                 "courseSectionId": str(sid),
                 "section": self.section_node(sid),
                 "course": course_node,
