@@ -58,10 +58,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     except (HttpError, ZoomError) as exc:
         raise JobError(str(exc)) from exc
 
-    frames = {"lti_placement": placement_frame(placements)}
-    frames["lti_zoom_meeting"] = meeting_frame(
-        frames["lti_placement"], zoom_tool_id, calendars, zoom
-    )
+    frames = output_frames(placements, zoom_tool_id, calendars, zoom)
     replace_tables(ctx.engine, frames)
     log.info(
         "ONLINE_MEETINGS: %d placement(s), %d Zoom meeting row(s) by status %s",
@@ -82,11 +79,27 @@ def publish_lti_types(engine: Engine, tools: list[Mapping[str, Any]]) -> pd.Data
     return pd.DataFrame(rows, columns=LTI_TYPE_COLUMNS)
 
 
+def output_frames(
+    placements: list[Placement],
+    zoom_tool_id: int | None,
+    calendars: Mapping[int, list[CalendarMeeting]],
+    zoom: Mapping[int, MeetingInfo],
+) -> dict[str, pd.DataFrame]:
+    """``lti_placement`` (ids numbered here) and ``lti_zoom_meeting`` referencing them."""
+    placement = placement_frame(placements)
+    return {
+        "lti_placement": placement,
+        "lti_zoom_meeting": meeting_frame(placement, zoom_tool_id, calendars, zoom),
+    }
+
+
 def read_canvas(
     config: Mapping[str, Any], tool_ids: set[int], zoom_tool_id: int | None, log: logging.Logger
 ) -> tuple[list[Placement], dict[int, list[CalendarMeeting]]]:
     """Placements of the tools, and the calendar meetings of courses showing Zoom."""
     canvas_config = config["CANVAS"]
+    if not canvas_config.get("CANVAS_TERM_IDS") and not canvas_config.get("ADD_COURSE_IDS"):
+        log.warning("CANVAS.CANVAS_TERM_IDS and CANVAS.ADD_COURSE_IDS are empty: no courses")
     with CanvasClient.from_config(config) as canvas:
         courses = scope_courses(
             canvas,

@@ -101,16 +101,16 @@ class ZoomClient:
     # -- meetings ----------------------------------------------------------------
     def meeting(self, meeting_id: int) -> MeetingInfo:
         """Host and status: live meetings, else past ones (``ended``), else ``deleted``."""
-        reply = self._get(f"/meetings/{meeting_id}")
-        if reply.status == 200:
-            return MeetingInfo(reply.data.get("host_id"), reply.data.get("status") or "waiting")
-        reply = self._get(f"/past_meetings/{meeting_id}")
-        if reply.status == 200:
-            return MeetingInfo(reply.data.get("host_id"), "ended")
+        live = self._get(f"/meetings/{meeting_id}")
+        if live is not None:
+            return MeetingInfo(live.get("host_id"), live.get("status") or "waiting")
+        past = self._get(f"/past_meetings/{meeting_id}")
+        if past is not None:
+            return MeetingInfo(past.get("host_id"), "ended")
         return MeetingInfo(None, "deleted")
 
-    def _get(self, path: str) -> Reply:
-        """GET an API path; 200 or 404 come back, 401 code 124 renews the token once."""
+    def _get(self, path: str) -> dict[str, Any] | None:
+        """GET an API path: its JSON object, or None on 404. 401 code 124 renews the token."""
         token = self._current_token()
         reply = self._send(path, token)
         if reply.status == 401 and _error_code(reply) == INVALID_TOKEN_CODE:
@@ -118,7 +118,11 @@ class ZoomClient:
             reply = self._send(path, self._renew_token(stale=token))
         if reply.status == 401:
             raise ZoomError(f"Zoom rejected the access token for GET {path} (HTTP 401)")
-        return reply
+        if reply.status == 404:
+            return None
+        if not isinstance(reply.data, dict):
+            raise ZoomError(f"Zoom answered GET {path} with something other than a JSON object")
+        return reply.data
 
     def _send(self, path: str, token: str) -> Reply:
         if self._stopped is not None:

@@ -6,12 +6,15 @@ from datetime import datetime
 
 import pytest
 
+from http_client.canvas import CanvasClient
 from online_meetings.calendar import (
     CalendarMeeting,
     course_meetings,
     event_meeting_ids,
     meeting_ids,
+    read_course_meetings,
 )
+from sandbox.httpserver import Request, Response, SandboxServer, json_response
 
 
 @pytest.mark.parametrize(
@@ -62,3 +65,44 @@ def test_course_meetings_one_per_meeting_and_start_time() -> None:
         CalendarMeeting(111111111, datetime(2024, 1, 22, 14)),
         CalendarMeeting(222222222, None),
     ]
+
+
+class CalendarServer(SandboxServer):
+    """Calendar events of a few courses; a request naming FORBIDDEN answers 403."""
+
+    FORBIDDEN = 13
+
+    def __init__(self, events: dict[int, list[dict]]) -> None:
+        super().__init__()
+        self.events = events
+        self.add_route("GET", r"/api/v1/calendar_events", "calendar_events", self._events)
+
+    def _events(self, request: Request) -> Response:
+        codes = request.args("context_codes[]")
+        if f"course_{self.FORBIDDEN}" in codes:
+            return json_response({"status": "unauthorized"}, 403)
+        ids = [int(code.removeprefix("course_")) for code in codes]
+        return json_response([e for cid in ids for e in self.events.get(cid, [])])
+
+
+def test_read_course_meetings_batches_and_isolates_a_forbidden_course() -> None:
+    def event(course_id: int, meeting_id: int) -> dict:
+        return {
+            "context_code": f"course_{course_id}",
+            "start_at": "2024-01-15T14:00:00Z",
+            "description": f"https://umich.zoom.us/j/{meeting_id}",
+        }
+
+    courses = list(range(1, 26))  # three requests of <= 10 courses; course 13 answers 403
+    events = {c: [event(c, 100_000_000 + c)] for c in courses}
+    with CalendarServer(events) as server, CanvasClient(server.url, "token", workers=2) as canvas:
+        found = read_course_meetings(canvas, courses)
+    start = datetime(2024, 1, 15, 14)
+    assert found == {
+        c: [CalendarMeeting(100_000_000 + c, start)]
+        for c in courses
+        if c != CalendarServer.FORBIDDEN
+    }
+    # 3 batches, the one with course 13 again course by course (10 more).
+    assert server.log.count("calendar_events") == 13
+    assert server.log.count("calendar_events", 403) == 2
