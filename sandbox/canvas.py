@@ -130,6 +130,9 @@ class ThrottleSpec:
         return self.endpoint_costs.get(endpoint, self.cost)
 
 
+DEFAULT_THROTTLE = ThrottleSpec()
+
+
 class LeakyBucket:
     """One token's bucket. Thread-safe; the level never goes below zero."""
 
@@ -199,7 +202,7 @@ class CanvasServer(SandboxServer):
         token: str | None = None,
         latency: Latency | None = None,
         faults: Faults | None = None,
-        throttle: ThrottleSpec | None = None,
+        throttle: ThrottleSpec | None = DEFAULT_THROTTLE,
         per_page_max: int = 100,
         per_page_default: int = 10,
         seed: int = 0,
@@ -209,17 +212,28 @@ class CanvasServer(SandboxServer):
         super().__init__(latency=latency, faults=faults, seed=seed, host=host, port=port)
         self.institution = institution
         self.token = token or secrets.token_urlsafe(32)
-        self.throttle: ThrottleSpec | None = throttle if throttle is not None else ThrottleSpec()
+        self._buckets: dict[str, LeakyBucket] = {}
+        self._lock = threading.Lock()
+        self.throttle = throttle
         self.per_page_max = per_page_max
         self.per_page_default = per_page_default
         self.graphql = CanvasGraphQL(institution)
         self.throttled = 0  # requests refused by the throttle
         self._tokens = {self.token}
-        self._buckets: dict[str, LeakyBucket] = {}
-        self._lock = threading.Lock()
         self._meter = threading.local()
         self._course_lists: dict[tuple[Any, ...], list[int]] = {}
         self._register_routes()
+
+    @property
+    def throttle(self) -> ThrottleSpec | None:
+        """The throttle model (None: no metering). Setting it empties every bucket."""
+        return self._throttle
+
+    @throttle.setter
+    def throttle(self, spec: ThrottleSpec | None) -> None:
+        with self._lock:
+            self._throttle = spec
+            self._buckets.clear()
 
     @property
     def account_id(self) -> int:
