@@ -50,14 +50,18 @@ METHODS = ("floor", "project", "to_sql")
 def enrollments(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     course = rng.integers(0, COURSES, rows) + 17_000_000_000
-    return pd.DataFrame({
-        "canvas_id": 17_000_000_000 + np.cumsum(rng.integers(1, 4, rows)),
-        "course_id": course,
-        "course_section_id": course + 1_000_000,
-        "user_id": rng.integers(1, 10**9, rows) + 17_000_000_000,
-        "workflow_state": rng.choice(["active", "invited", "completed", "inactive"], rows),
-        "role_type": rng.choice(["StudentEnrollment", "TeacherEnrollment", "TaEnrollment"], rows),
-    })
+    return pd.DataFrame(
+        {
+            "canvas_id": 17_000_000_000 + np.cumsum(rng.integers(1, 4, rows)),
+            "course_id": course,
+            "course_section_id": course + 1_000_000,
+            "user_id": rng.integers(1, 10**9, rows) + 17_000_000_000,
+            "workflow_state": rng.choice(["active", "invited", "completed", "inactive"], rows),
+            "role_type": rng.choice(
+                ["StudentEnrollment", "TeacherEnrollment", "TaEnrollment"], rows
+            ),
+        }
+    )
 
 
 def parents() -> dict[str, pd.DataFrame]:
@@ -65,11 +69,21 @@ def parents() -> dict[str, pd.DataFrame]:
     return {
         "term": pd.DataFrame({"canvas_id": [1], "name": ["Fall"]}),
         "account": pd.DataFrame({"canvas_id": [1], "name": ["Root"]}),
-        "course": pd.DataFrame({"canvas_id": ids, "name": "Course", "account_id": 1, "term_id": 1,
-                                "workflow_state": "available"}),
-        "course_section": pd.DataFrame({"canvas_id": ids + 1_000_000, "name": "Section",
-                                        "course_id": ids}),
-        "canvas_course_usage": pd.DataFrame(columns=["course_id", "date", "views", "participations"]),
+        "course": pd.DataFrame(
+            {
+                "canvas_id": ids,
+                "name": "Course",
+                "account_id": 1,
+                "term_id": 1,
+                "workflow_state": "available",
+            }
+        ),
+        "course_section": pd.DataFrame(
+            {"canvas_id": ids + 1_000_000, "name": "Section", "course_id": ids}
+        ),
+        "canvas_course_usage": pd.DataFrame(
+            columns=["course_id", "date", "views", "participations"]
+        ),
     }
 
 
@@ -111,9 +125,13 @@ def floor_mariadb(engine, df: pd.DataFrame) -> None:
             conn.exec_driver_sql("CREATE TABLE enrollment_stage LIKE enrollment_copy")
             conn.exec_driver_sql(
                 "LOAD DATA LOCAL INFILE %s INTO TABLE enrollment_stage FIELDS TERMINATED BY ',' "
-                "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n'", (f.name,))
+                "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n'",
+                (f.name,),
+            )
             conn.commit()
-            conn.exec_driver_sql("RENAME TABLE enrollment_copy TO enrollment_old, enrollment_stage TO enrollment_copy")
+            conn.exec_driver_sql(
+                "RENAME TABLE enrollment_copy TO enrollment_old, enrollment_stage TO enrollment_copy"
+            )
             conn.exec_driver_sql("DROP TABLE enrollment_old")
             conn.commit()
     finally:
@@ -159,8 +177,11 @@ def worker(method: str, url: str, rows: int) -> None:
 
 
 def run_method(method: str, url: str, rows: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", method, url, str(rows)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", method, url, str(rows)],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise SystemExit(f"{method} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -176,7 +197,9 @@ def main() -> None:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return
     print(f"Replacing {args.rows:,} enrollment rows over {args.rows:,} (one process per method)\n")
-    print(f"{'database':<10} {'method':<8} {'seconds':>8} {'rows/s':>9} {'vs floor':>9} {'vs to_sql':>10} {'peak MB':>8} {'+MB':>6}")
+    print(
+        f"{'database':<10} {'method':<8} {'seconds':>8} {'rows/s':>9} {'vs floor':>9} {'vs to_sql':>10} {'peak MB':>8} {'+MB':>6}"
+    )
     for kind in args.db.split(","):
         url = setup(kind, args.rows)
         try:
@@ -184,10 +207,12 @@ def main() -> None:
         finally:
             drop_database(url)
         for method, r in results.items():
-            print(f"{kind:<10} {method:<8} {r['seconds']:>8.2f} {args.rows / r['seconds']:>9,.0f} "
-                  f"{r['seconds'] / results['floor']['seconds']:>8.2f}x "
-                  f"{results['to_sql']['seconds'] / r['seconds']:>9.2f}x "
-                  f"{r['peak_mb']:>8.0f} {r['peak_mb'] - r['df_mb']:>6.0f}")
+            print(
+                f"{kind:<10} {method:<8} {r['seconds']:>8.2f} {args.rows / r['seconds']:>9,.0f} "
+                f"{r['seconds'] / results['floor']['seconds']:>8.2f}x "
+                f"{results['to_sql']['seconds'] / r['seconds']:>9.2f}x "
+                f"{r['peak_mb']:>8.0f} {r['peak_mb'] - r['df_mb']:>6.0f}"
+            )
 
 
 if __name__ == "__main__":
