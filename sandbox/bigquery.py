@@ -3,12 +3,19 @@
 For development, tests, the demo and benchmarks only.
 
 It serves the calls the client makes for ``client.query(sql, job_config).result()``
-(reference/sources.md §4): the OAuth token endpoint of a service-account key (the JWT
-assertion is verified with the public key of a key pair this server generated),
-``jobs.insert``, ``jobs.getQueryResults`` (paged with ``maxResults``/``pageToken``) and
-``jobs.get``. Queries are real GoogleSQL: each is transpiled with sqlglot to DuckDB and
-run over a seeded Caliper event table (``sandbox.caliper``), with named query parameters
-bound by name. Only SELECT statements are accepted.
+(reference/sources.md §4): ``jobs.insert``, ``jobs.getQueryResults`` (paged with
+``maxResults``/``pageToken``) and ``jobs.get``. Queries are real GoogleSQL: each is
+transpiled with sqlglot to DuckDB and run over a seeded Caliper event table
+(``sandbox.caliper``), with named query parameters bound by name. Only SELECT
+statements are accepted.
+
+Authentication uses a service-account key this server generated (it keeps the public
+half). The key names a non-Google ``universe_domain``, so google-auth signs a
+self-signed JWT with it and sends that as the bearer token; the server verifies the
+RS256 signature on every call. (With Google's universe google-auth would also start a
+background lookup at iamcredentials.googleapis.com, which a sandbox must not reach.)
+The OAuth token endpoint (``grant_type=jwt-bearer``) is served too, for keys in
+Google's universe; it verifies the assertion the same way and issues access tokens.
 
 Evaluation notes (sources.md §5): the DuckDB session runs in UTC (the ``'UTC'`` argument
 of timestamp functions is dropped by the transpiler), a ``project.`` qualifier is
@@ -24,6 +31,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -120,6 +128,7 @@ class BigQueryServer(SandboxServer):
         self._jobs: dict[tuple[str, str], QueryJob] = {}
         self._public_keys: dict[str, rsa.RSAPublicKey] = {}  # client_email -> key
         self._tokens: set[str] = set()
+        self.auth_modes: Counter[str] = Counter()  # accepted calls by credential kind
         self._lock = threading.Lock()
         self._dataset, self._table_name = dataset, table_name
         self._db: duckdb.DuckDBPyConnection | None = None
@@ -153,7 +162,9 @@ class BigQueryServer(SandboxServer):
 
     # -- credentials --------------------------------------------------------------------
     def create_service_account_key(
-        self, directory: Path | str, filename: str = "udp-service-account.json",
+        self,
+        directory: Path | str,
+        filename: str = "udp-service-account.json",
         project_id: str = "sandbox-udp",
     ) -> Path:
         """Write a service-account key file whose ``token_uri`` is this server; returns it.
@@ -177,7 +188,9 @@ class BigQueryServer(SandboxServer):
             "client_id": str(secrets.randbelow(10**20)),
             "auth_uri": f"{self.url}/auth",
             "token_uri": f"{self.url}{TOKEN_PATH}",
-            "universe_domain": "googleapis.com",
+            # Not Google's universe: google-auth then skips its background "regional
+            # access boundary" lookup, which would go to iamcredentials.googleapis.com.
+            "universe_domain": "sandbox.invalid",
         }
         with self._lock:
             self._public_keys[email] = key.public_key()
@@ -237,11 +250,14 @@ class BigQueryServer(SandboxServer):
         token = request.bearer_token() or ""
         with self._lock:
             known = token in self._tokens
+        mode = "access_token"
         if not known and token.count(".") == 2:  # a self-signed JWT
-            known = self._verify_assertion(token, audience=False) is None
+            known, mode = self._verify_assertion(token, audience=False) is None, "self_signed_jwt"
         if not known:
             return _error(401, "UNAUTHENTICATED", "authError",
                           "Request had invalid authentication credentials.")  # fmt: skip
+        with self._lock:
+            self.auth_modes[mode] += 1
         return None
 
     # -- jobs -----------------------------------------------------------------------------
@@ -361,8 +377,7 @@ class BigQueryServer(SandboxServer):
             db.register("new_events", frame)
             try:
                 db.execute(
-                    f'INSERT INTO "{self._dataset}"."{self._table_name}" '
-                    "SELECT * FROM new_events"
+                    f'INSERT INTO "{self._dataset}"."{self._table_name}" SELECT * FROM new_events'
                 )
             finally:
                 db.unregister("new_events")

@@ -176,9 +176,7 @@ class CaliperEventStore:
 # -- one event ------------------------------------------------------------------------
 
 
-def _make_event(
-    rng: random.Random, kind: str, when: datetime, course: int | None
-) -> CaliperEvent:
+def _make_event(rng: random.Random, kind: str, when: datetime, course: int | None) -> CaliperEvent:
     """An event of ``kind``; ``counted_course_id`` says whether and where it counts."""
     ed_app, etype, action = KAF_EDAPP, "MediaEvent", "Started"
     extensions: dict[str, Any] | None = {}

@@ -131,6 +131,7 @@ class KalturaServer(SandboxServer):
         self._by_id: dict[str, MediaEntry] = {}
         self._match_cache: dict[str, tuple[list[MediaEntry], list[int]]] = {}
         self._sessions: dict[str, int] = {}  # KS -> session type
+        self.issued_ks: list[str] = []  # every KS handed out (tests check none is logged)
         self._expire_after: int | None = None
         self._fail_after: int | None = None
         self.media_list_calls = 0
@@ -180,9 +181,9 @@ class KalturaServer(SandboxServer):
         second = int(start.timestamp())
         out = []
         for i in range(count):
-            if i == tie_from + tie_size and tie_size:
-                second += 1  # the tie ends here
-            elif i and not (tie_from < i < tie_from + tie_size):
+            if i and tie_size and i in (tie_from, tie_from + tie_size):
+                second += 1  # the tie starts or ends here: a second of its own
+            elif i and not (tie_size and tie_from < i < tie_from + tie_size):
                 second += rng.choice((0, 1, 1, 1, 2, 3))
             out.append(self._entry(rng, second))
         self._add(out)
@@ -288,6 +289,7 @@ class KalturaServer(SandboxServer):
         ks = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         with self._lock:
             self._sessions[ks] = kind
+            self.issued_ks.append(ks)
         return ks
 
     def _check_ks(self, params: dict[str, str]) -> None:
@@ -438,4 +440,3 @@ def _int(params: dict[str, str], name: str, default: int | None) -> Any:
     except ValueError:
         raise KalturaError("PROPERTY_VALIDATION_WRONG_FORMAT",
                            f"Wrong format for {name}", PROP_NAME=name) from None  # fmt: skip
-

@@ -1,0 +1,33 @@
+-- Kaltura KAF "MediaEvent/Started" Caliper events per UTC hour and Canvas course.
+--
+-- Parameters (named, bound by the BigQuery client; never formatted into the text):
+--   @after_time  TIMESTAMP  the watermark: the latest event_time already counted
+-- A table name cannot be a parameter in BigQuery: the placeholder after FROM is replaced
+-- by the configured MIVIDEO.udp_events_table, validated and backtick-quoted (events.py).
+--
+-- Only whole UTC days are counted (event_time before the start of today, UTC), so every
+-- hour bucket is complete when it is stored and the next run continues after the newest
+-- event_time counted here. kaf:course_id is a string of digits; anything else (missing,
+-- JSON null, "abc", "12abc") casts to NULL and is dropped.
+SELECT
+  event_hour_utc,
+  course_id,
+  MAX(event_time) AS event_time_utc_latest,
+  COUNT(*) AS event_count
+FROM (
+  SELECT
+    TIMESTAMP_TRUNC(event_time, HOUR, 'UTC') AS event_hour_utc,
+    SAFE_CAST(
+      JSON_EXTRACT_SCALAR(event, "$.object.extensions['kaf:course_id']") AS INT64
+    ) AS course_id,
+    event_time
+  FROM {events_table}
+  WHERE type = 'MediaEvent'
+    AND action = 'Started'
+    AND ENDS_WITH(ed_app, '/caliper/info/app/KafEdApp')
+    AND event_time > @after_time
+    AND event_time < TIMESTAMP(CURRENT_DATE('UTC'))
+)
+WHERE course_id IS NOT NULL
+GROUP BY event_hour_utc, course_id
+ORDER BY event_hour_utc, course_id
