@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("sandbox", "demo"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("sandbox", "demo"):
+        args.rest = [*extra, *args.rest]
     try:
         return args.func(args)
     except ConfigError as exc:
