@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache, partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -203,6 +204,7 @@ class InstitutionSpec:
     terms: int = 2
     sub_accounts: int = 6
     courses_per_term: int = 50
+    courses: int | None = None  # exact total instead of courses_per_term x terms
     sections_per_course: tuple[int, int] = (1, 3)  # inclusive range
     # Students per course: lognormal around ``students_median``, capped (long tail).
     students_median: float = 20.0
@@ -235,11 +237,13 @@ class InstitutionSpec:
     now: datetime = datetime(2026, 11, 22, 4, 0, 0, tzinfo=UTC)  # the institution's today
 
     @classmethod
-    def sized(cls, courses: int, **overrides: object) -> InstitutionSpec:
-        """A spec with about ``courses`` courses spread over ``terms`` terms."""
-        terms = int(overrides.pop("terms", cls.terms))  # type: ignore[call-overload]
-        per_term = max(1, -(-courses // max(1, terms)))
-        return cls(terms=terms, courses_per_term=per_term, **overrides)  # type: ignore[arg-type]
+    def sized(cls, courses: int, **overrides: Any) -> InstitutionSpec:
+        """A spec with exactly ``courses`` courses spread evenly over its terms."""
+        return cls(courses=courses, **overrides)
+
+    @property
+    def total_courses(self) -> int:
+        return self.courses if self.courses is not None else self.courses_per_term * self.terms
 
 
 # -- entities -------------------------------------------------------------------------
@@ -352,6 +356,12 @@ class Institution:
     analytics_404: frozenset[int] = frozenset()
     tabs_forbidden: frozenset[int] = frozenset()
     zoom_tab: dict[int, bool] = field(default_factory=dict)  # course id -> hidden?
+
+    def __repr__(self) -> str:
+        return (
+            f"Institution(seed={self.spec.seed}, terms={self.term_ids}, "
+            f"courses={len(self.courses)}, enrollments={len(self.enrollments)})"
+        )
 
     def __post_init__(self) -> None:
         # Bounded per-instance caches of the lazily generated per-course data.
@@ -664,7 +674,7 @@ class _Generator:
     def _courses(self, terms: dict[int, Term], accounts: dict[int, Account]) -> list[Course]:
         spec, rng = self.spec, self.rng
         term_list = [terms[t] for t in sorted(terms) if t != DEFAULT_TERM_ID]
-        n = spec.courses_per_term * len(term_list)
+        n = spec.total_courses
         ids = COURSE_ID_BASE + np.cumsum(rng.integers(1, 4, n))
         state_names = [s for s, _ in spec.course_states]
         p = np.array([w for _, w in spec.course_states], dtype=float)
@@ -680,7 +690,7 @@ class _Generator:
         awkward_at = self._spread(n, len(AWKWARD_COURSE_NAMES))
         courses: list[Course] = []
         for i in range(n):
-            term = term_list[i // spec.courses_per_term]
+            term = term_list[i * len(term_list) // n]
             dept, title = SUBJECTS[subj[i]]
             code = f"{dept} {numbers[i]}"
             name = AWKWARD_COURSE_NAMES[awkward_at[i]] if i in awkward_at else f"{code}: {title}"
