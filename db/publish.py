@@ -278,15 +278,18 @@ def _quote(conn: Connection, name: str) -> str:
 
 @contextmanager
 def _mysql_lock(conn: Connection) -> Iterator[None]:
+    # GET_LOCK names are server-wide: qualify with the database so unrelated
+    # databases on one server do not wait for each other.
+    name = f"{LOCK_NAME}.{conn.exec_driver_sql('SELECT DATABASE()').scalar()}"[:64]
     got = conn.execute(
-        text("SELECT GET_LOCK(:name, :timeout)"), {"name": LOCK_NAME, "timeout": LOCK_TIMEOUT_S}
+        text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": LOCK_TIMEOUT_S}
     ).scalar()
     if got != 1:
         raise PublishError("another process is publishing to this database (lock timeout)")
     try:
         yield
     finally:
-        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
 def _drop_leftovers(conn: Connection, tables: list[Table], existing: set[str]) -> None:
