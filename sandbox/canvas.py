@@ -40,11 +40,11 @@ first adds an up-front reservation (``up_front``, held while the request is in f
 including its simulated latency) and is refused when the level, reservation included, is
 at or above the high-water mark ``capacity``. When it finishes the reservation is released
 and its cost (``cost``, or ``endpoint_costs[endpoint]``; GraphQL costs more) is added.
-Every token-authenticated response carries ``X-Rate-Limit-Remaining`` (capacity - level);
-answered requests carry ``X-Request-Cost``. A refused request gets ``403`` (or 429 with
-``status=429``, as hosted Canvas now does), text body ``403 Forbidden (Rate Limit
-Exceeded)`` and ``X-Rate-Limit-Remaining: 0.0``. Parallelism is what gets a client
-throttled: 14 concurrent requests reserve 700 units.
+Every response carries ``X-Rate-Limit-Remaining`` (capacity - level; the full capacity
+when the request has no valid token); answered requests carry ``X-Request-Cost``. A
+refused request gets ``403`` (or 429 with ``status=429``, as hosted Canvas now does),
+text body ``403 Forbidden (Rate Limit Exceeded)`` and ``X-Rate-Limit-Remaining: 0.0``.
+Parallelism is what gets a client throttled: 14 concurrent requests reserve 700 units.
 """
 
 from __future__ import annotations
@@ -282,8 +282,12 @@ class CanvasServer(SandboxServer):
     def dispatch(self, request: Request) -> tuple[Response, str]:
         throttle = self.throttle
         token = self._token_of(request)
-        if throttle is None or token not in self._tokens:
+        if throttle is None:
             return super().dispatch(request)
+        if token not in self._tokens:  # no bucket; Canvas reports a full allowance
+            response, endpoint = super().dispatch(request)
+            response.headers["X-Rate-Limit-Remaining"] = _fmt(throttle.capacity)
+            return response, endpoint
         with self._lock:
             bucket = self._buckets.setdefault(token, LeakyBucket(throttle.leak_per_s))
         # The reservation covers the whole time in flight, simulated latency included.

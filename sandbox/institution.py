@@ -48,10 +48,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # -- vocabularies ---------------------------------------------------------------------
 
@@ -522,6 +524,8 @@ class Institution:
         keep_course[[c.index for c in kept]] = True
         mask = keep_course[e.course_index] & (e.type != TEST_STUDENT) & (e.state != DELETED)
         course_ids = np.array([c.id for c in self.courses], dtype=np.int64)
+        import pandas as pd  # only ground truth needs pandas (keeps the CLI start fast)
+
         frame = pd.DataFrame(
             {
                 "canvas_id": e.id[mask],
@@ -567,6 +571,8 @@ class Institution:
 
 
 def _frame(columns: dict[str, list[object]], datetimes: Sequence[str] = ()) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame(columns)
     for name in datetimes:
         frame[name] = pd.to_datetime(frame[name]).astype("datetime64[us]")
