@@ -232,8 +232,12 @@ class SandboxServer:
         httpd = ThreadingHTTPServer((self._host, self._port), handler_cls)
         httpd.daemon_threads = True
         self._httpd = httpd
+        # A short poll interval: stop() (shutdown) returns within ~50 ms, not 0.5 s.
         self._thread = threading.Thread(
-            target=httpd.serve_forever, name=f"{self.name}-server", daemon=True
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{self.name}-server",
+            daemon=True,
         )
         self._thread.start()
         return self
