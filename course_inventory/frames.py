@@ -1,0 +1,163 @@
+"""The six COURSE_INVENTORY output frames, built from what was read.
+
+Each frame carries exactly its ``db/tables.py`` columns (``canvas_course_usage`` without
+its surrogate ``id``, which the publish numbers), sorted by primary key so output is
+deterministic. Timestamps are converted to naive UTC, the form every table stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from course_inventory.canvas_pull import CourseDetails, Enrollments, Section
+
+TERM_COLUMNS = ["canvas_id", "name", "sis_id", "start_at", "end_at"]
+ACCOUNT_COLUMNS = ["canvas_id", "sis_id", "name"]
+COURSE_COLUMNS = [
+    "canvas_id",
+    "sis_id",
+    "name",
+    "account_id",
+    "term_id",
+    "created_at",
+    "published_at",
+    "workflow_state",
+]
+SECTION_COLUMNS = ["canvas_id", "sis_id", "name", "course_id"]
+ENROLLMENT_COLUMNS = [
+    "canvas_id",
+    "course_id",
+    "course_section_id",
+    "user_id",
+    "workflow_state",
+    "role_type",
+]
+USAGE_COLUMNS = ["course_id", "date", "views", "participations"]
+
+
+def utc_naive(values: Iterable[Any]) -> pd.Series:
+    """ISO datetime strings (any offset) or datetimes → naive UTC ``datetime64``; None → NaT."""
+    parsed = pd.to_datetime(pd.Series(list(values), dtype=object), utc=True, format="ISO8601")
+    return parsed.dt.tz_convert(None).astype("datetime64[us]")
+
+
+def term_frame(terms: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "canvas_id": pd.array([int(t["id"]) for t in terms], dtype="int64"),
+            "name": [t["name"] for t in terms],
+            "sis_id": [t.get("sis_term_id") for t in terms],
+            "start_at": utc_naive(t.get("start_at") for t in terms),
+            "end_at": utc_naive(t.get("end_at") for t in terms),
+        },
+        columns=TERM_COLUMNS,
+    )
+    return _sorted(frame, ["canvas_id"])
+
+
+def account_frame(accounts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "canvas_id": pd.array([int(a["id"]) for a in accounts], dtype="int64"),
+            "sis_id": [a.get("sis_account_id") for a in accounts],
+            "name": [a["name"] for a in accounts],
+        },
+        columns=ACCOUNT_COLUMNS,
+    )
+    return _sorted(frame, ["canvas_id"])
+
+
+def course_frame(
+    courses: Sequence[Mapping[str, Any]], published_at: Mapping[int, str | datetime | None]
+) -> pd.DataFrame:
+    """Courses with their publish dates (``published_at`` by course id; absent → NULL)."""
+    ids = [int(c["id"]) for c in courses]
+    frame = pd.DataFrame(
+        {
+            "canvas_id": pd.array(ids, dtype="int64"),
+            "sis_id": [c.get("sis_course_id") for c in courses],
+            "name": [c["name"] for c in courses],
+            "account_id": pd.array([int(c["account_id"]) for c in courses], dtype="int64"),
+            "term_id": pd.array([int(c["enrollment_term_id"]) for c in courses], dtype="int64"),
+            "created_at": utc_naive(c.get("created_at") for c in courses),
+            "published_at": utc_naive(published_at.get(i) for i in ids),
+            "workflow_state": [c["workflow_state"] for c in courses],
+        },
+        columns=COURSE_COLUMNS,
+    )
+    return _sorted(frame, ["canvas_id"])
+
+
+def section_frame(
+    sections: Iterable[Section], udw_sis_ids: Mapping[int, str | None] | None
+) -> pd.DataFrame:
+    """Sections; ``sis_id`` from UDW when given (None for sections UDW lacks), else Canvas's."""
+    rows = list(sections)
+    if udw_sis_ids is None:
+        sis = [s.sis_id for s in rows]
+    else:
+        sis = [udw_sis_ids.get(s.canvas_id) for s in rows]
+    frame = pd.DataFrame(
+        {
+            "canvas_id": pd.array([s.canvas_id for s in rows], dtype="int64"),
+            "sis_id": pd.Series(sis, dtype=object),
+            "name": [s.name for s in rows],
+            "course_id": pd.array([s.course_id for s in rows], dtype="int64"),
+        },
+        columns=SECTION_COLUMNS,
+    )
+    return _sorted(frame, ["canvas_id"])
+
+
+def enrollment_frame(details: Iterable[CourseDetails]) -> pd.DataFrame:
+    """Every course's enrollments in one frame (concatenated arrays, not row objects)."""
+    parts: list[tuple[int, Enrollments]] = [
+        (d.course_id, d.enrollments) for d in details if d.enrollments is not None
+    ]
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        arrays = [getattr(e, name) for _, e in parts]
+        return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
+
+    course_ids = (
+        np.concatenate([np.full(len(e.id), cid, dtype=np.int64) for cid, e in parts])
+        if parts
+        else np.array([], dtype=np.int64)
+    )
+    frame = pd.DataFrame(
+        {
+            "canvas_id": cat("id", np.int64),
+            "course_id": course_ids,
+            "course_section_id": cat("section_id", np.int64),
+            "user_id": cat("user_id", np.int64),
+            "workflow_state": cat("workflow_state", object),
+            "role_type": cat("role_type", object),
+        },
+        columns=ENROLLMENT_COLUMNS,
+    )
+    return _sorted(frame, ["canvas_id"])
+
+
+def usage_frame(details: Iterable[CourseDetails]) -> pd.DataFrame:
+    """Daily activity rows of the courses whose analytics were read."""
+    rows = [
+        (d.course_id, r["date"], r["views"], r["participations"])
+        for d in details
+        if d.activity
+        for r in d.activity
+    ]
+    frame = pd.DataFrame(rows, columns=USAGE_COLUMNS)
+    frame["course_id"] = frame["course_id"].astype("int64")
+    frame["date"] = pd.to_datetime(frame["date"], format="%Y-%m-%d").astype("datetime64[us]")
+    frame["views"] = frame["views"].astype("int64")
+    frame["participations"] = frame["participations"].astype("int64")
+    return _sorted(frame, ["course_id", "date"])
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys, kind="stable", ignore_index=True)
