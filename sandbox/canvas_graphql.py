@@ -296,6 +296,8 @@ class _FastExecutor:
         if isinstance(coerced, list):
             raise _Fallback
         self.variables = coerced
+        # Selections of shared per-request objects (kept alive by _Request's caches).
+        self.memo: dict[tuple[str, int, int], dict[str, Any]] = {}
 
     def run(self, root: dict[str, Any]) -> dict[str, Any]:
         query_type = self.schema.query_type
@@ -359,6 +361,12 @@ class _FastExecutor:
     def _select(
         self, type_: GraphQLObjectType, selection_set: SelectionSetNode, source: dict[str, Any]
     ) -> dict[str, Any]:
+        memo_key = None
+        if source.get("__shared__"):  # one course/section object under many enrollments
+            memo_key = (type_.name, id(selection_set), id(source))
+            done = self.memo.get(memo_key)
+            if done is not None:
+                return done
         out: dict[str, Any] = {}
         for f in self._plan(type_, selection_set):
             if f.mode == _TYPENAME:
@@ -381,6 +389,8 @@ class _FastExecutor:
                 out[f.key] = value
             else:
                 out[f.key] = self._complete(f.type, f.node, value)
+        if memo_key is not None:
+            self.memo[memo_key] = out
         return out
 
     def _complete(self, type_: Any, node: FieldNode, value: Any) -> Any:
@@ -448,6 +458,7 @@ class _Request:
             account = self.inst.accounts[course.account_id]
             node = self._courses[course.id] = {
                 "__typename": "Course",
+                "__shared__": True,
                 "_id": str(course.id),
                 "id": relay_id("Course", course.id),
                 "name": course.name,
@@ -484,6 +495,7 @@ class _Request:
             section = self.inst.section_by_id[section_id]
             node = self._sections[section_id] = {
                 "__typename": "Section",
+                "__shared__": True,
                 "_id": str(section.id),
                 "id": relay_id("Section", section.id),
                 "name": section.name,
