@@ -19,6 +19,7 @@ error message (Kaltura's own messages quote the KS; it is redacted).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -68,6 +69,7 @@ def course_links(categories: str | None, prefixes: Iterable[str]) -> set[CourseL
     return links
 
 
+@functools.lru_cache(maxsize=16)
 def _category_pattern(prefixes: tuple[str, ...]) -> re.Pattern[str]:
     roots = "|".join(re.escape(p) for p in prefixes if p)
     # [0-9], not \d: Unicode digits are not Canvas ids. At most 18 digits fit BIGINT.

@@ -22,7 +22,8 @@ Media are generated per sandbox day from ``(seed, day)`` with courses' categorie
 roots, galleries, non-numeric channel names). ``advance_day()`` adds the next day's
 media; ``add_bulk()`` adds many entries at once with a large createdAt tie (for the
 paging-cap tests). Knobs besides latency/faults/down: ``expire_sessions(after=n)``
-invalidates every KS once after n more media.list calls (INVALID_KS), and
+invalidates every KS once after n more media.list calls (INVALID_KS),
+``reject_sessions = True`` answers INVALID_KS to every media.list, and
 ``fail_media_list(after=n)`` makes every media.list after n more answer HTTP 500 for good.
 """
 
@@ -129,12 +130,13 @@ class KalturaServer(SandboxServer):
         self._lock = threading.Lock()
         self._entries: list[MediaEntry] = []  # sorted by (created_at, tie_key)
         self._by_id: dict[str, MediaEntry] = {}
-        self._match_cache: dict[str, tuple[list[MediaEntry], list[int]]] = {}
+        self._match_cache: dict[str, _Matches] = {}
         self._sessions: dict[str, int] = {}  # KS -> session type
         self.issued_ks: list[str] = []  # every KS handed out (tests check none is logged)
         self._expire_after: int | None = None
         self._fail_after: int | None = None
         self.media_list_calls = 0
+        self.reject_sessions = False  # every media.list answers INVALID_KS (revoked partner)
         day = self.first_day
         while day <= self.today:
             self._add(self.day_entries(day))
@@ -171,7 +173,7 @@ class KalturaServer(SandboxServer):
     def add_bulk(
         self, count: int, start: datetime, *, tie_size: int = 0, tie_rank: int = MAX_MATCHES
     ) -> list[MediaEntry]:
-        """Add ``count`` entries from ``start`` on, a second or so apart, in the root.
+        """Add ``count`` entries from ``start`` on, a second or so apart, all under the root.
 
         ``tie_size`` of them share ONE createdAt second, taking ranks
         ``tie_rank - tie_size // 2 ..`` of the batch: a tie straddling Kaltura's cap.
@@ -185,16 +187,16 @@ class KalturaServer(SandboxServer):
                 second += 1  # the tie starts or ends here: a second of its own
             elif i and not (tie_size and tie_from < i < tie_from + tie_size):
                 second += rng.choice((0, 1, 1, 1, 2, 3))
-            out.append(self._entry(rng, second))
+            out.append(self._entry(rng, second, in_root=True))
         self._add(out)
         return out
 
-    def _entry(self, rng: random.Random, created_at: int) -> MediaEntry:
+    def _entry(self, rng: random.Random, created_at: int, *, in_root: bool = False) -> MediaEntry:
         while True:
             entry_id = "1_" + "".join(rng.choices(string.ascii_lowercase + string.digits, k=8))
             if entry_id not in self._by_id:
                 break
-        categories, courses = _categories(rng, self.root, self.course_ids)
+        categories, courses = _categories(rng, self.root, self.course_ids, in_root)
         name = rng.choice(_NAMES).format(n=rng.randrange(1, 40))
         duration = 0 if rng.random() < 0.03 else rng.randrange(5, 7200)
         return MediaEntry(entry_id, name, created_at, duration, tuple(categories),
@@ -234,7 +236,7 @@ class KalturaServer(SandboxServer):
 
     def _expected(self, since: datetime | None) -> list[MediaEntry]:
         low = int(since.timestamp()) if since else 0
-        entries, _ = self._matching(self.root)
+        entries, _, _ = self._matching(self.root)
         return [e for e in entries if e.created_at >= low]
 
     # -- knobs ---------------------------------------------------------------------------------
@@ -243,10 +245,13 @@ class KalturaServer(SandboxServer):
         with self._lock:
             self._expire_after = self.media_list_calls + after
 
-    def fail_media_list(self, after: int = 0) -> None:
-        """Every media.list after ``after`` more calls answers HTTP 500, for good."""
+    def fail_media_list(self, after: int | None = 0) -> None:
+        """Every media.list after ``after`` more calls answers HTTP 500, for good.
+
+        ``None`` heals the server.
+        """
         with self._lock:
-            self._fail_after = self.media_list_calls + after
+            self._fail_after = None if after is None else self.media_list_calls + after
 
     # -- API --------------------------------------------------------------------------------------
     def _dispatch_api(self, request: Request) -> Response:
@@ -297,7 +302,7 @@ class KalturaServer(SandboxServer):
         if not ks:
             raise KalturaError("MISSING_KS", "Missing KS, session not established")
         with self._lock:
-            kind = self._sessions.get(ks)
+            kind = None if self.reject_sessions else self._sessions.get(ks)
         if kind is None:
             raise KalturaError("INVALID_KS", f'Invalid KS "{ks}" Error "-1,INVALID_STR"',
                                KSID=ks, ERR_CODE="-1", ERR_DESC="INVALID_STR")  # fmt: skip
@@ -312,51 +317,91 @@ class KalturaServer(SandboxServer):
         if size * index > MAX_MATCHES:
             message = "Unable to generate list. max matches value was reached"
             raise KalturaError("QUERY_EXCEEDED_MAX_MATCHES_ALLOWED", message)
-        matches = self._filter(params)
-        skip, page, total = (index - 1) * size, [], 0
-        for entry in matches:
-            if skip <= total < skip + size:
+        query = self._query(params)
+        skip, page = (index - 1) * size, []
+        for seen, entry in enumerate(query.walk()):
+            if seen >= skip:
                 page.append(entry.as_api(self.partner_id))
-            total += 1
-        return {"objectType": "KalturaMediaListResponse", "totalCount": total, "objects": page}
+                if len(page) == size:
+                    break
+        return {
+            "objectType": "KalturaMediaListResponse",
+            "totalCount": query.count(),
+            "objects": page,
+        }
 
-    def _filter(self, params: dict[str, str]) -> Iterator[MediaEntry]:
-        """Entries matching the filter, in the requested order."""
+    def _query(self, params: dict[str, str]) -> _Query:
         names = params.get("filter[categoriesFullNameIn]")
-        entries, created = self._matching(names)
+        entries, created, positions = self._matching(names)
         low = _int(params, "filter[createdAtGreaterThanOrEqual]", None)
         high = _int(params, "filter[createdAtLessThanOrEqual]", None)
-        lo = bisect.bisect_left(created, low) if low is not None else 0
-        hi = bisect.bisect_right(created, high) if high is not None else len(created)
-        excluded = set(filter(None, params.get("filter[idNotIn]", "").split(",")))
-        only = set(filter(None, params.get("filter[idIn]", "").split(","))) or None
         order = params.get("filter[orderBy]", "-createdAt")
         if order not in ("+createdAt", "-createdAt"):
             raise KalturaError("INVALID_ORDER_BY", f"Unsupported orderBy [{order}]")
-        span = range(lo, hi) if order == "+createdAt" else range(hi - 1, lo - 1, -1)
-        for i in span:
-            entry = entries[i]
-            if entry.id not in excluded and (only is None or entry.id in only):
-                yield entry
+        return _Query(
+            entries,
+            positions,
+            lo=bisect.bisect_left(created, low) if low is not None else 0,
+            hi=bisect.bisect_right(created, high) if high is not None else len(created),
+            ascending=order == "+createdAt",
+            excluded=set(filter(None, params.get("filter[idNotIn]", "").split(","))),
+            only=set(filter(None, params.get("filter[idIn]", "").split(","))) or None,
+        )
 
-    def _matching(self, names: str | None) -> tuple[list[MediaEntry], list[int]]:
-        """Entries in (or under) any of the comma-separated category names, cached."""
+    def _matching(self, names: str | None) -> _Matches:
+        """Entries in (or under) any of the comma-separated category names, cached:
+        the entries in order, their createdAt values and each id's position."""
         key = names or ""
         with self._lock:
             cached = self._match_cache.get(key)
             if cached is None:
                 wanted = [n for n in key.split(",") if n]
                 entries = [e for e in self._entries if not wanted or _in_categories(e, wanted)]
-                cached = (entries, [e.created_at for e in entries])
+                positions = {e.id: i for i, e in enumerate(entries)}
+                cached = (entries, [e.created_at for e in entries], positions)
                 self._match_cache[key] = cached
             return cached
+
+
+_Matches = tuple[list[MediaEntry], list[int], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One media.list filter over the cached matches: positions ``lo..hi`` by createdAt."""
+
+    entries: list[MediaEntry]
+    positions: dict[str, int]
+    lo: int
+    hi: int
+    ascending: bool
+    excluded: set[str]
+    only: set[str] | None
+
+    def walk(self) -> Iterator[MediaEntry]:
+        span = range(self.lo, self.hi) if self.ascending else range(self.hi - 1, self.lo - 1, -1)
+        for i in span:
+            entry = self.entries[i]
+            if entry.id not in self.excluded and (self.only is None or entry.id in self.only):
+                yield entry
+
+    def count(self) -> int:
+        """totalCount without walking every match."""
+
+        def inside(entry_id: str) -> bool:
+            pos = self.positions.get(entry_id)
+            return pos is not None and self.lo <= pos < self.hi
+
+        if self.only is None:
+            return self.hi - self.lo - sum(1 for x in self.excluded if inside(x))
+        return sum(1 for x in self.only if inside(x) and x not in self.excluded)
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
 def _categories(
-    rng: random.Random, root: str, course_ids: Sequence[int]
+    rng: random.Random, root: str, course_ids: Sequence[int], in_root: bool = False
 ) -> tuple[list[str], set[tuple[int, bool]]]:
     """Categories of a new entry and the (course, in_context) links they encode."""
     cats: list[str] = []
@@ -379,7 +424,7 @@ def _categories(
     ]  # fmt: skip
     if rng.random() < 0.25 or not cats:
         cats.append(rng.choice(junk))
-    if rng.random() < 0.03:  # an entry outside the root only: not listed at all
+    if not in_root and rng.random() < 0.03:  # outside the root only: not listed at all
         return [f"Other_Root>site>channels>{rng.randrange(1, 99999)}"], set()
     if not any(c == root or c.startswith(root + ">") for c in cats):
         cats.append(f"{channels}Shared Repository")  # keep it listed under the root
