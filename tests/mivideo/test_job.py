@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -166,6 +167,35 @@ def test_noise_is_not_counted(
     assert set(hourly["course_id"]) <= set(COURSES)
     # Junk categories carry random numbers; none of them becomes a course link.
     assert set(tables["mivideo_media_courses"]["course_id"]) <= set(COURSES)
+
+
+def test_a_late_event_in_the_watermark_hour_is_added_not_replaced(
+    mariadb_engine: Engine, sandbox: MivideoSandbox, tmp_path: Path
+) -> None:
+    ctx = context(load(sandbox), mariadb_engine, tmp_path)
+    run(ctx)
+    store = sandbox.events
+    last = max(
+        (e for e in store.events if e.counted_course_id and e.event_time < store.start_of_today),
+        key=lambda e: e.event_time,
+    )
+    # Ingested after the first run, timed after its watermark, in the same hour.
+    late_time = last.event_time + (store.start_of_today - last.event_time) / 2
+    assert late_time.hour == last.event_time.hour
+    store.events.append(dataclasses.replace(last, id="urn:uuid:late", event_time=late_time))
+
+    statuses = run(ctx)
+
+    hourly = read_tables(mariadb_engine)["mivideo_media_started_hourly"]
+    pd.testing.assert_frame_equal(
+        hourly, expected(sandbox)["mivideo_media_started_hourly"], check_dtype=False
+    )
+    hour = pd.Timestamp(last.event_time.replace(minute=0, second=0, microsecond=0, tzinfo=None))
+    row = hourly[
+        (hourly["event_hour_utc"] == hour) & (hourly["course_id"] == last.counted_course_id)
+    ]
+    assert row["event_count"].item() >= 2  # the stored count plus the late event
+    assert statuses[0].updated_at == late_time
 
 
 def test_more_than_25000_media_with_a_tie_across_the_cap(
