@@ -138,12 +138,16 @@ class Reply:
         return self.response.links
 
 
+STAT_NAMES = ("requests", "retries", "throttled", "gave_up")
+
+
 class Stats:
-    """Thread-safe counters: requests, retries, throttled, plus any a client adds."""
+    """Thread-safe counters: attempts sent (``requests``), ``retries`` after faults,
+    ``throttled`` responses, requests that ``gave_up``, plus any a client adds."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:

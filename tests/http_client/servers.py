@@ -114,13 +114,14 @@ class BucketServer(SandboxServer):
         leak: float = 10.0,
         work_s: float = 0.02,
         status: int = 403,
+        initial_level: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.hwm, self.up_front, self.cost, self.leak = hwm, up_front, cost, leak
         self.work_s, self.throttle_status = work_s, status
         self._clock = clock
-        self._level = 0.0
+        self._level = initial_level  # > 0: someone else used the token just before
         self._t = clock()
         self._lock = threading.Lock()
         self.peak_in_flight = 0
