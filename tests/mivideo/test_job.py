@@ -292,6 +292,21 @@ def test_secrets_never_appear_in_logs_or_errors(
             assert secret not in text, f"a secret appears in the {where}"
 
 
+def test_configured_event_table_and_project(sqlite_engine: Engine, tmp_path: Path) -> None:
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    with start_mivideo_sandbox(
+        8, COURSES, env_dir, today=TODAY, days=2, events_per_day=60, media_per_day=5,
+        events_table="event_store.expanded",
+    ) as sb:  # fmt: skip
+        del sb.config["bigquery_project"]  # default: the key file's project_id
+        sb.config["udp_events_table"] = "event_store.expanded"
+        run(context(load(sb), sqlite_engine, tmp_path))
+        assert_tables_equal(read_tables(sqlite_engine), expected(sb))
+        assert sb.bigquery.queries[-1].project == "sandbox-udp"
+        assert "FROM `event_store.expanded`" in sb.bigquery.queries[-1].sql
+
+
 def test_missing_key_file_is_a_clear_error(
     sqlite_engine: Engine, sandbox: MivideoSandbox, tmp_path: Path
 ) -> None:
