@@ -471,28 +471,22 @@ def _replace_sqlite(
 # -- upsert -----------------------------------------------------------------------
 
 
-def _python_value(value: Any) -> Any:
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if value is pd.NA:
-        return None
-    if isinstance(value, pd.Timestamp):
-        if value.tzinfo is not None:
-            value = value.tz_convert("UTC").tz_localize(None)
-        return value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _column_values(series: pd.Series) -> np.ndarray:
+    """A column as Python objects (datetimes naive UTC), with None for every null."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        values = np.array(series.dt.to_pydatetime(), dtype=object)
+    else:
+        values = series.astype(object).to_numpy(copy=True)
+    values[series.isna().to_numpy()] = None
+    return values
 
 
 def _records(table: Table, frame: pd.DataFrame) -> list[dict[str, Any]]:
     names = [str(c) for c in frame.columns]
-    out = []
-    for row in frame.itertuples(index=False, name=None):
-        out.append({n: _python_value(v) for n, v in zip(names, row, strict=True)})
-    return out
+    columns = [_column_values(frame[name]) for name in frame.columns]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _conflict_columns(table: Table) -> list[str]:
