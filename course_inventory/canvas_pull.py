@@ -31,6 +31,16 @@ COURSE_LIST_PARAMS: Mapping[str, Any] = {
     "enrollment_type[]": ["student", "teacher"],
     "include[]": ["total_students"],
 }
+# The course fields the job keeps (Canvas sends about thirty).
+COURSE_FIELDS = (
+    "id",
+    "sis_course_id",
+    "name",
+    "account_id",
+    "enrollment_term_id",
+    "created_at",
+    "workflow_state",
+)
 
 
 # -- terms, courses, accounts --------------------------------------------------------
@@ -58,7 +68,7 @@ def read_courses(
         for course in canvas.paginate(f"/api/v1/accounts/{account_id}/courses", params):
             listed += 1
             if int(course.get("total_students") or 0) >= 1:
-                courses.setdefault(int(course["id"]), course)
+                courses.setdefault(int(course["id"]), {k: course.get(k) for k in COURSE_FIELDS})
     log.info("Courses: %d listed, %d kept (with students, de-duplicated)", listed, len(courses))
     return list(courses.values())
 
@@ -74,7 +84,7 @@ def read_accounts(canvas: CanvasClient, account_ids: Iterable[int]) -> list[dict
 # -- per course ----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Enrollments:
     """One course's enrollments as parallel arrays (compact at a million rows)."""
 
@@ -101,7 +111,7 @@ class Enrollments:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Section:
     canvas_id: int
     name: str
@@ -116,7 +126,7 @@ class CourseDetails:
     course_id: int
     published_at: str | None = None  # newly read from the audit log (None: not read/none)
     audit_read: bool = False
-    activity: list[dict[str, Any]] | None = None  # None: not available or not read
+    activity: Activity | None = None  # None: not available or not read
     enrollments: Enrollments | None = None
     sections: list[Section] = field(default_factory=list)
     dropped_enrollments: int = 0  # enrollments without a section (cannot be stored)
@@ -132,17 +142,31 @@ def newest_published_at(canvas: CanvasClient, course_id: int) -> str | None:
     return None
 
 
-def course_activity(canvas: CanvasClient, course_id: int) -> list[dict[str, Any]] | None:
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One course's daily activity analytics as parallel arrays."""
+
+    date: np.ndarray  # datetime64[D]
+    views: np.ndarray  # int64
+    participations: np.ndarray  # int64
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Activity:
+        return cls(
+            date=np.array([r["date"] for r in rows], dtype="datetime64[D]"),
+            views=np.array([int(r["views"]) for r in rows], dtype=np.int64),
+            participations=np.array([int(r["participations"]) for r in rows], dtype=np.int64),
+        )
+
+
+def course_activity(canvas: CanvasClient, course_id: int) -> Activity | None:
     """Daily views and participations; None (with a warning) when Canvas answers 4xx."""
     try:
         rows = canvas.get(f"/api/v1/courses/{course_id}/analytics/activity")
     except PermanentHttpError as exc:
         log.warning("Course %s: activity analytics unavailable, skipped (%s)", course_id, exc)
         return None
-    return [
-        {"date": r["date"], "views": int(r["views"]), "participations": int(r["participations"])}
-        for r in rows
-    ]
+    return Activity.from_rows(rows)
 
 
 def course_enrollments(canvas: CanvasClient, course_id: int) -> CourseDetails:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from course_inventory.canvas_pull import CourseDetails, Enrollments, Section
+from course_inventory.canvas_pull import CourseDetails, Section
 
 TERM_COLUMNS = ["canvas_id", "name", "sis_id", "start_at", "end_at"]
 ACCOUNT_COLUMNS = ["canvas_id", "sis_id", "name"]
@@ -114,49 +114,42 @@ def section_frame(
     return _sorted(frame, ["canvas_id"])
 
 
-def enrollment_frame(details: Iterable[CourseDetails]) -> pd.DataFrame:
-    """Every course's enrollments in one frame (concatenated arrays, not row objects)."""
-    parts: list[tuple[int, Enrollments]] = [
-        (d.course_id, d.enrollments) for d in details if d.enrollments is not None
-    ]
+def enrollment_frame(details: Sequence[CourseDetails]) -> pd.DataFrame:
+    """Every course's enrollments in one frame, built from concatenated arrays."""
+    parts = [(d.course_id, d.enrollments) for d in details if d.enrollments is not None]
+    enrollments = [e for _, e in parts]
+    ids = _concat([e.id for e in enrollments], np.int64)
+    order = np.argsort(ids, kind="stable")
+    columns = {
+        "canvas_id": ids,
+        "course_id": _concat([np.full(len(e.id), cid, np.int64) for cid, e in parts], np.int64),
+        "course_section_id": _concat([e.section_id for e in enrollments], np.int64),
+        "user_id": _concat([e.user_id for e in enrollments], np.int64),
+        "workflow_state": _concat([e.workflow_state for e in enrollments], object),
+        "role_type": _concat([e.role_type for e in enrollments], object),
+    }
+    return pd.DataFrame({name: values[order] for name, values in columns.items()})
 
-    def cat(name: str, dtype: Any) -> np.ndarray:
-        arrays = [getattr(e, name) for _, e in parts]
-        return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
 
-    course_ids = (
-        np.concatenate([np.full(len(e.id), cid, dtype=np.int64) for cid, e in parts])
-        if parts
-        else np.array([], dtype=np.int64)
-    )
+def usage_frame(details: Sequence[CourseDetails]) -> pd.DataFrame:
+    """Daily activity rows of the courses whose analytics were read."""
+    parts = [(d.course_id, d.activity) for d in details if d.activity is not None]
     frame = pd.DataFrame(
         {
-            "canvas_id": cat("id", np.int64),
-            "course_id": course_ids,
-            "course_section_id": cat("section_id", np.int64),
-            "user_id": cat("user_id", np.int64),
-            "workflow_state": cat("workflow_state", object),
-            "role_type": cat("role_type", object),
+            "course_id": _concat(
+                [np.full(len(a.date), cid, np.int64) for cid, a in parts], np.int64
+            ),
+            "date": _concat([a.date for _, a in parts], "datetime64[D]").astype("datetime64[s]"),
+            "views": _concat([a.views for _, a in parts], np.int64),
+            "participations": _concat([a.participations for _, a in parts], np.int64),
         },
-        columns=ENROLLMENT_COLUMNS,
+        columns=USAGE_COLUMNS,
     )
-    return _sorted(frame, ["canvas_id"])
-
-
-def usage_frame(details: Iterable[CourseDetails]) -> pd.DataFrame:
-    """Daily activity rows of the courses whose analytics were read."""
-    rows = [
-        (d.course_id, r["date"], r["views"], r["participations"])
-        for d in details
-        if d.activity
-        for r in d.activity
-    ]
-    frame = pd.DataFrame(rows, columns=USAGE_COLUMNS)
-    frame["course_id"] = frame["course_id"].astype("int64")
-    frame["date"] = pd.to_datetime(frame["date"], format="%Y-%m-%d").astype("datetime64[us]")
-    frame["views"] = frame["views"].astype("int64")
-    frame["participations"] = frame["participations"].astype("int64")
     return _sorted(frame, ["course_id", "date"])
+
+
+def _concat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
