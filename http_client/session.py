@@ -39,6 +39,11 @@ Hooks for API-specific behaviour:
 - ``pacer``: an object with ``acquire()`` and ``release(response, throttled)`` called
   around every attempt (Canvas's adaptive throttle limiter in ``throttle.py``).
 
+Every method is retried (GraphQL queries, Kaltura and OAuth token calls are POSTs that
+are safe to repeat); do not send non-idempotent writes through it. One session may
+be shared by many threads: cookies are disabled, so its only shared state is the
+connection pool.
+
 Secrets: put tokens in ``headers`` (or the body), never in the URL: urllib3's own
 DEBUG log prints full URLs. Errors and this module's log lines name only the method
 and the URL path; the repr shows neither headers nor URL.
