@@ -60,15 +60,25 @@ def read_terms(canvas: CanvasClient, root_id: int, term_ids: Sequence[int]) -> l
 def read_courses(
     canvas: CanvasClient, account_id: int, term_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """The account's courses of the terms with at least one student, de-duplicated by id."""
-    courses: dict[int, dict[str, Any]] = {}
-    listed = 0
-    for term_id in dict.fromkeys(term_ids):
+    """The account's courses of the terms with at least one student, de-duplicated by id
+    (terms are listed concurrently; pages may repeat rows)."""
+
+    def term_courses(term_id: int) -> tuple[int, list[dict[str, Any]]]:
         params = {**COURSE_LIST_PARAMS, "enrollment_term_id": term_id}
+        listed, kept = 0, []
         for course in canvas.paginate(f"/api/v1/accounts/{account_id}/courses", params):
             listed += 1
             if int(course.get("total_students") or 0) >= 1:
-                courses.setdefault(int(course["id"]), {k: course.get(k) for k in COURSE_FIELDS})
+                kept.append({k: course.get(k) for k in COURSE_FIELDS})
+        return listed, kept
+
+    terms = list(dict.fromkeys(term_ids))
+    per_term = dict(canvas.map(term_courses, terms, desc="course lists"))
+    courses: dict[int, dict[str, Any]] = {}
+    for term_id in terms:
+        for course in per_term[term_id][1]:
+            courses.setdefault(int(course["id"]), course)
+    listed = sum(n for n, _ in per_term.values())
     log.info("Courses: %d listed, %d kept (with students, de-duplicated)", listed, len(courses))
     return list(courses.values())
 

@@ -50,8 +50,8 @@ def term_frame(terms: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "canvas_id": pd.array([int(t["id"]) for t in terms], dtype="int64"),
-            "name": [t["name"] for t in terms],
-            "sis_id": [t.get("sis_term_id") for t in terms],
+            "name": _text(t["name"] for t in terms),
+            "sis_id": _text(t.get("sis_term_id") for t in terms),
             "start_at": utc_naive(t.get("start_at") for t in terms),
             "end_at": utc_naive(t.get("end_at") for t in terms),
         },
@@ -64,8 +64,8 @@ def account_frame(accounts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "canvas_id": pd.array([int(a["id"]) for a in accounts], dtype="int64"),
-            "sis_id": [a.get("sis_account_id") for a in accounts],
-            "name": [a["name"] for a in accounts],
+            "sis_id": _text(a.get("sis_account_id") for a in accounts),
+            "name": _text(a["name"] for a in accounts),
         },
         columns=ACCOUNT_COLUMNS,
     )
@@ -80,13 +80,13 @@ def course_frame(
     frame = pd.DataFrame(
         {
             "canvas_id": pd.array(ids, dtype="int64"),
-            "sis_id": [c.get("sis_course_id") for c in courses],
-            "name": [c["name"] for c in courses],
+            "sis_id": _text(c.get("sis_course_id") for c in courses),
+            "name": _text(c["name"] for c in courses),
             "account_id": pd.array([int(c["account_id"]) for c in courses], dtype="int64"),
             "term_id": pd.array([int(c["enrollment_term_id"]) for c in courses], dtype="int64"),
             "created_at": utc_naive(c.get("created_at") for c in courses),
             "published_at": utc_naive(published_at.get(i) for i in ids),
-            "workflow_state": [c["workflow_state"] for c in courses],
+            "workflow_state": _text(c["workflow_state"] for c in courses),
         },
         columns=COURSE_COLUMNS,
     )
@@ -105,8 +105,8 @@ def section_frame(
     frame = pd.DataFrame(
         {
             "canvas_id": pd.array([s.canvas_id for s in rows], dtype="int64"),
-            "sis_id": pd.Series(sis, dtype=object),
-            "name": [s.name for s in rows],
+            "sis_id": _text(sis),
+            "name": _text(s.name for s in rows),
             "course_id": pd.array([s.course_id for s in rows], dtype="int64"),
         },
         columns=SECTION_COLUMNS,
@@ -146,6 +146,11 @@ def usage_frame(details: Sequence[CourseDetails]) -> pd.DataFrame:
         columns=USAGE_COLUMNS,
     )
     return _sorted(frame, ["course_id", "date"])
+
+
+def _text(values: Iterable[Any]) -> pd.Series:
+    """A text column (None stays None), with a string dtype even when empty."""
+    return pd.Series(list(values), dtype=object)
 
 
 def _concat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
