@@ -82,6 +82,11 @@ def register_job(name: str, target: str | JobFunc) -> None:
     _extra[name.upper()] = target
 
 
+def unregister_job(name: str) -> None:
+    """Remove a job added with ``register_job`` (tests register their own jobs)."""
+    _extra.pop(name.upper(), None)
+
+
 _extra: dict[str, str | JobFunc] = {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from runner.cli import main
-from runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError, register_job
+from runner.jobs import (
+    DataSourceName,
+    DataSourceStatus,
+    JobContext,
+    JobError,
+    register_job,
+    unregister_job,
+)
 from tests.conftest import run_cli
 
 TOKEN = "canvas-token-XYZZY-123456"
@@ -32,9 +40,15 @@ def crashing_job(ctx: JobContext) -> list[DataSourceStatus]:
     raise RuntimeError(f"unexpected crash with {secret}")
 
 
-register_job("TEST_OK", ok_job)
-register_job("TEST_FAIL", failing_job)
-register_job("TEST_CRASH", crashing_job)
+@pytest.fixture(autouse=True)
+def test_jobs() -> Iterator[None]:
+    """The jobs these tests run, registered only while they run."""
+    jobs = {"TEST_OK": ok_job, "TEST_FAIL": failing_job, "TEST_CRASH": crashing_job}
+    for name, func in jobs.items():
+        register_job(name, func)
+    yield
+    for name in jobs:
+        unregister_job(name)
 
 
 def write_config(tmp_path: Path, db_url: str, jobs: list[str]) -> Path:
