@@ -71,6 +71,7 @@ def run_job(
     label: str, canvas: CanvasServer, config: Path, workdir: Path, log_file: Path
 ) -> RunResult:
     canvas.log.reset()
+    canvas.throttle = canvas.throttle  # empty bucket, as after a night's rest
     throttled_before = canvas.throttled
     out = workdir / f"{label}.json"
     cmd = [sys.executable, __file__, "--child", str(out), "run", "--config", str(config)]
