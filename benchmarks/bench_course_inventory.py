@@ -17,9 +17,11 @@ Reported side by side:
 * floor     the physical floor for the same requests: the larger of
             latency-bound  requests x latency / in-flight limit
                            (in-flight limit = min(workers, capacity / reservation)), and
-            throttle-bound (total cost - spare bucket room) / leak rate.
+            throttle-bound (total cost - (capacity - reservation)) / leak rate
+                           (an empty bucket absorbs at most capacity - reservation).
 * naive     one request at a time, no throttle trouble: requests x latency. Computed, not
-            run, unless ``--baseline`` (then the job runs with NUM_ASYNC_WORKERS = 1).
+            run, unless ``--baseline`` (then the job also runs with NUM_ASYNC_WORKERS = 1
+            into a fresh SQLite database).
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ def floor_seconds(
     answered = sum(n for s, n in result.statuses.items() if s not in (0, 403, 429))
     in_flight = max(1, min(workers, int(throttle.capacity // throttle.up_front)))
     latency_bound = answered * latency_s / in_flight
-    spare = max(0.0, throttle.capacity - in_flight * throttle.up_front)
-    throttle_bound = max(0.0, result.cost - spare) / throttle.leak_per_s
+    # A request is admitted only while the bucket holds less than capacity - reservation.
+    room = throttle.capacity - throttle.up_front
+    throttle_bound = max(0.0, result.cost - room) / throttle.leak_per_s
     return max(latency_bound, throttle_bound)
 
 

@@ -129,29 +129,6 @@ class Section:
     course_id: int
 
 
-@dataclass
-class CourseDetails:
-    """Everything read for one kept course."""
-
-    course_id: int
-    published_at: str | None = None  # newly read from the audit log (None: not read/none)
-    audit_read: bool = False
-    activity: Activity | None = None  # None: not available or not read
-    enrollments: Enrollments | None = None
-    sections: list[Section] = field(default_factory=list)
-    dropped_enrollments: int = 0  # enrollments without a section (cannot be stored)
-
-
-def newest_published_at(canvas: CanvasClient, course_id: int) -> str | None:
-    """created_at of the newest ``published`` audit event; pages are walked newest first
-    and no further than needed."""
-    events = canvas.paginate(f"/api/v1/audit/course/courses/{course_id}", key="events")
-    for event in events:
-        if event.get("event_type") == "published":
-            return str(event["created_at"])
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Activity:
     """One course's daily activity analytics as parallel arrays."""
@@ -169,6 +146,28 @@ class Activity:
         )
 
 
+@dataclass
+class CourseDetails:
+    """Everything read for one kept course."""
+
+    course_id: int
+    published_at: str | None = None  # newly read from the audit log (None: not read/none)
+    audit_read: bool = False
+    activity: Activity | None = None  # None: not available or not read
+    enrollments: Enrollments | None = None
+    sections: list[Section] = field(default_factory=list)
+
+
+def newest_published_at(canvas: CanvasClient, course_id: int) -> str | None:
+    """created_at of the newest ``published`` audit event; pages are walked newest first
+    and no further than needed."""
+    events = canvas.paginate(f"/api/v1/audit/course/courses/{course_id}", key="events")
+    for event in events:
+        if event.get("event_type") == "published":
+            return str(event["created_at"])
+    return None
+
+
 def course_activity(canvas: CanvasClient, course_id: int) -> Activity | None:
     """Daily views and participations; None (with a warning) when Canvas answers 4xx."""
     try:
@@ -181,7 +180,9 @@ def course_activity(canvas: CanvasClient, course_id: int) -> Activity | None:
 
 def course_enrollments(canvas: CanvasClient, course_id: int) -> CourseDetails:
     """The course's enrollments (test student left out) and the sections they are in."""
-    nodes, sections, dropped = [], {}, 0
+    nodes: list[Mapping[str, Any]] = []
+    sections: dict[int, Section] = {}
+    dropped = 0  # enrollments without a section cannot be stored (course_section_id)
     for node in canvas.graphql_connection(
         ENROLLMENTS_QUERY, {"courseId": str(course_id)}, ENROLLMENTS_CONNECTION
     ):
@@ -203,7 +204,6 @@ def course_enrollments(canvas: CanvasClient, course_id: int) -> CourseDetails:
         course_id,
         enrollments=Enrollments.from_nodes(nodes),
         sections=list(sections.values()),
-        dropped_enrollments=dropped,
     )
 
 

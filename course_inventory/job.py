@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -71,8 +72,9 @@ class Pulled:
     accounts: list[dict[str, Any]]
     details: list[CourseDetails]
 
-    @property
+    @cached_property
     def sections(self) -> list[Section]:
+        """The sections the enrollments reference, each once."""
         unique: dict[int, Section] = {}
         for d in self.details:
             for s in d.sections:
