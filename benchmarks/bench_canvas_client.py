@@ -6,7 +6,7 @@ Usage: python benchmarks/bench_canvas_client.py [--courses 5000] [--latency-ms 5
 The Canvas sandbox (default throttle: bucket 700, 50 units reserved per request in
 flight, leak 10/s, GraphQL cost 0.25) serves ``--courses`` courses at ``--latency-ms``
 per request. Every non-deleted course's enrollments connection is paged (100 per page)
-with ``http_client.COURSE_ENROLLMENTS_QUERY``. Reported side by side, each run on its own
+with the COURSE_INVENTORY job's ``ENROLLMENTS_QUERY``. Reported side by side, each run on its own
 token (so its own bucket), each checked against the institution's ground truth:
 
 * project  ``CanvasClient.map`` + ``graphql_connection``: ``--workers`` threads gated by
@@ -33,7 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from http_client import COURSE_ENROLLMENTS_QUERY, CanvasClient, RetryingSession  # noqa: E402
+from course_inventory.canvas_pull import ENROLLMENTS_QUERY  # noqa: E402
+from http_client import CanvasClient, RetryingSession  # noqa: E402
 from http_client.canvas import canvas_classify  # noqa: E402
 from sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
 from sandbox.httpserver import Latency  # noqa: E402
@@ -61,9 +62,7 @@ def project(server: CanvasServer, course_ids: list[int], workers: int) -> int:
 
     def fetch(course_id: int) -> int:
         variables = {"courseId": str(course_id)}
-        return sum(
-            1 for _ in client.graphql_connection(COURSE_ENROLLMENTS_QUERY, variables, CONNECTION)
-        )
+        return sum(1 for _ in client.graphql_connection(ENROLLMENTS_QUERY, variables, CONNECTION))
 
     total = sum(n for _, n in client.map(fetch, course_ids, desc="enrollments"))
     logging.getLogger(__name__).info("project client stats: %s", client.stats())
@@ -84,7 +83,7 @@ def naive(server: CanvasServer, course_ids: list[int], workers: int) -> int:
         count, after = 0, None
         while True:
             body = {
-                "query": COURSE_ENROLLMENTS_QUERY,
+                "query": ENROLLMENTS_QUERY,
                 "variables": {"courseId": str(course_id), "after": after},
             }
             connection = session.request("POST", url, json=body).data["data"]["course"][

@@ -11,7 +11,7 @@ Modules:
 - ``progress``: ``Progress``, done/total and rate on a TTY or in the log.
 """
 
-from http_client.canvas import COURSE_ENROLLMENTS_QUERY, CanvasClient, GraphQLError
+from http_client.canvas import CanvasClient, GraphQLError
 from http_client.errors import (
     Forbidden,
     HttpError,
@@ -27,7 +27,6 @@ from http_client.session import Action, Reply, RetryingSession, RetryPolicy, Ver
 from http_client.throttle import AdaptiveLimiter
 
 __all__ = [
-    "COURSE_ENROLLMENTS_QUERY",
     "Action",
     "AdaptiveLimiter",
     "CanvasClient",

@@ -12,7 +12,7 @@ Every job talks to Canvas through one ``CanvasClient``::
             ...
         activity = canvas.get(f"/api/v1/courses/{cid}/analytics/activity", allow_404=True)
         data = canvas.graphql(query, {"id": "42"})              # the ``data`` object
-        for node in canvas.graphql_connection(COURSE_ENROLLMENTS_QUERY, {"courseId": "42"},
+        for node in canvas.graphql_connection(ENROLLMENTS_QUERY, {"courseId": "42"},
                                               ("course", "enrollmentsConnection")):
             ...
         run = canvas.map(fetch_one_course, course_ids, desc="enrollments", skip=(NotFound,))
@@ -72,27 +72,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 GRAPHQL_PATH = "/api/graphql"
-
-#: All enrollments of one course (every state but deleted, test student included:
-#: filter ``StudentViewEnrollment`` in the caller). Variables: ``courseId`` (REST id as
-#: a string), ``after``. Connection path: ``("course", "enrollmentsConnection")``.
-COURSE_ENROLLMENTS_QUERY = """
-query CourseEnrollments($courseId: ID!, $after: String) {
-  course(id: $courseId) {
-    _id
-    enrollmentsConnection(first: 100, after: $after) {
-      nodes {
-        _id
-        type
-        state
-        user { _id }
-        section { _id name sisId }
-      }
-      pageInfo { endCursor hasNextPage }
-    }
-  }
-}
-"""
 
 
 class GraphQLError(HttpError):

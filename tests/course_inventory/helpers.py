@@ -17,6 +17,7 @@ from runner.jobs import JobContext
 from sandbox.canvas import CanvasServer
 from sandbox.httpserver import Request, Response, Route
 from sandbox.institution import Institution, InstitutionSpec
+from tests.tables import normalise
 
 # 100 courses; seed 8 keeps every awkward course name (unicode, emoji, both 255-character
 # names) among the kept courses, and a unicode section name.
@@ -97,24 +98,6 @@ def read_tables(engine: Engine, *, keep_usage_id: bool = False) -> dict[str, pd.
                 frame = frame.drop(columns="id")
             out[name] = frame
     return out
-
-
-def normalise(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Rows as plain Python values: ints, strings, naive datetimes, dates, None."""
-    rows = []
-    for row in frame.itertuples(index=False):
-        values: list[Any] = []
-        for value in row:
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                values.append(None)
-            elif isinstance(value, pd.Timestamp):
-                values.append(value.to_pydatetime().replace(tzinfo=None))
-            elif hasattr(value, "item"):
-                values.append(value.item())
-            else:
-                values.append(value)
-        rows.append(tuple(values))
-    return rows
 
 
 def assert_tables_equal(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame]) -> None:

@@ -10,8 +10,8 @@ import pytest
 from graphql import build_schema, parse, validate
 
 import sandbox
+from course_inventory.canvas_pull import ENROLLMENTS_QUERY
 from http_client import (
-    COURSE_ENROLLMENTS_QUERY,
     AdaptiveLimiter,
     CanvasClient,
     GraphQLError,
@@ -60,9 +60,7 @@ def expected_enrollments(inst: Institution, course: Course) -> list[str]:
 
 
 def fetch_enrollments(c: CanvasClient, course_id: int) -> list[dict]:
-    return list(
-        c.graphql_connection(COURSE_ENROLLMENTS_QUERY, {"courseId": str(course_id)}, ENROLLMENTS)
-    )
+    return list(c.graphql_connection(ENROLLMENTS_QUERY, {"courseId": str(course_id)}, ENROLLMENTS))
 
 
 def listed_course_ids(inst: Institution, term_id: int) -> set[int]:
@@ -154,7 +152,7 @@ def test_graphql_null_course_is_an_error(canvas: CanvasServer) -> None:
 
 def test_shipped_query_is_valid_for_canvas_schema() -> None:
     schema = build_schema((Path(sandbox.__file__).parent / "canvas-schema.graphql").read_text())
-    assert validate(schema, parse(COURSE_ENROLLMENTS_QUERY)) == []
+    assert validate(schema, parse(ENROLLMENTS_QUERY)) == []
 
 
 # -- throttling and concurrency ------------------------------------------------------

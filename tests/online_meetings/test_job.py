@@ -22,6 +22,7 @@ from sandbox.institution import Institution, InstitutionSpec
 from sandbox.lti import expected_online_meetings, start_zoom_sandbox
 from sandbox.zoom import ZoomServer
 from tests.conftest import run_cli
+from tests.tables import normalise
 
 SPEC = InstitutionSpec(seed=7, terms=2, courses_per_term=30, share_tabs_403=0.1)
 # A tool already in lti_type before the run and absent from LTI_TOOLS: it must stay, and
@@ -161,24 +162,6 @@ def assert_tables_equal(actual: dict[str, pd.DataFrame], truth: dict[str, pd.Dat
         assert list(got.columns) == list(want.columns), name
         assert len(got) == len(want), name
         assert normalise(got) == normalise(want), name
-
-
-def normalise(frame: pd.DataFrame) -> list[tuple]:
-    """Rows as plain Python values (ints, strings, naive datetimes, None)."""
-    out = []
-    for row in frame.itertuples(index=False):
-        values = []
-        for value in row:
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                values.append(None)
-            elif isinstance(value, pd.Timestamp):
-                values.append(value.to_pydatetime().replace(tzinfo=None))
-            elif hasattr(value, "item"):
-                values.append(value.item())
-            else:
-                values.append(value)
-        out.append(tuple(values))
-    return out
 
 
 # -- tests --------------------------------------------------------------------------
