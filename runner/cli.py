@@ -78,17 +78,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILED
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox.cli import serve_main
+def cmd_sandbox(argv: list[str]) -> int:
+    from sandbox.cli import main as sandbox_main
 
     setup_logging("INFO")
-    return serve_main(args.rest)
+    return sandbox_main(argv)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(argv: list[str]) -> int:
     from sandbox.demo import demo_main
 
-    return demo_main(args.rest)
+    return demo_main(argv)
+
+
+# Subcommands with their own argument parsers: everything after the name is theirs.
+PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {"sandbox": cmd_sandbox, "demo": cmd_demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("migrate", cmd_migrate, "apply pending schema migrations"),
         ("create-db", cmd_create_db, "empty the application tables and re-apply migrations"),
         ("check-config", cmd_check_config, "validate the config and try each connection"),
-        ("sandbox", cmd_sandbox, "serve the simulated institution (development only)"),
-        ("demo", cmd_demo, "run every job against the sandbox into a local SQLite database"),
     ]
     for name, func, help_text in commands:
         p = sub.add_parser(name, help=help_text)
@@ -116,19 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--break-lock", action="store_true", help="remove a stale yoyo lock")
         if name == "create-db":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        if name in ("sandbox", "demo"):
-            p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the subcommand")
+    sub.add_parser("sandbox", help="sandbox serve [...]: the simulated Canvas (development only)")
+    sub.add_parser("demo", help="run every job against the sandbox into a local SQLite database")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("sandbox", "demo"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("sandbox", "demo"):
-        args.rest = [*extra, *args.rest]
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv and argv[0] in PASSTHROUGH:
+            return PASSTHROUGH[argv[0]](argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except ConfigError as exc:
         print(f"course-inventory: invalid configuration ({exc.path}):", file=sys.stderr)
