@@ -131,12 +131,14 @@ def run_cli(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     cwd: Path | None = None,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
     """Run ``course-inventory ARGS`` in a subprocess, capturing all output."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("ENV_DIR", "ENV_FILE")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "runner.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -147,3 +147,32 @@ def test_unreachable_database_fails_clearly_without_secrets(tmp_path: Path) -> N
     assert "DatabaseUnavailable: database mysql 127.0.0.1:1/nothing not reachable" in result.stderr
     for secret in SECRETS:
         assert secret not in result.stdout + result.stderr
+
+
+def test_create_db_asks_first_then_empties_and_remigrates(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "out.sqlite3"
+    config = write_config(tmp_path, f"sqlite:///{db}", ["course_inventory"])
+    assert run_cli(["migrate", "--config", str(config)]).returncode == 0
+    from db.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lti_type (canvas_id, des) VALUES (1, 'Zoom')"))
+    declined = run_cli(["create-db", "--config", str(config)], stdin="n\n")
+    assert declined.returncode == 1 and "Nothing changed" in declined.stdout
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM lti_type")).scalar() == 1
+    wrapper = subprocess.run(  # the thin wrapper, confirmed with --yes
+        [sys.executable, "create_db.py", "--config", str(config), "--yes"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert wrapper.returncode == 0, wrapper.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM lti_type")).scalar() == 0
+    engine.dispose()
