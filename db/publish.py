@@ -50,6 +50,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     UniqueConstraint,
+    inspect,
     text,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -301,8 +302,6 @@ def _drop_leftovers(conn: Connection, tables: list[Table], existing: set[str]) -
 
 
 def _existing(conn: Connection) -> set[str]:
-    from sqlalchemy import inspect
-
     return set(inspect(conn).get_table_names())
 
 

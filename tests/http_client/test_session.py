@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -34,18 +33,6 @@ from sandbox.httpserver import Faults, Latency, Response, json_response
 from tests.http_client.servers import TOKEN, ScriptedServer
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as s:
-        yield s
-
-
-@pytest.fixture
-def server(shared_server: ScriptedServer) -> ScriptedServer:
-    shared_server.reset()
-    return shared_server
 
 
 def canvas(server: ScriptedServer, *, policy: RetryPolicy = FAST, **kw: object) -> CanvasClient:

@@ -6,7 +6,6 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -16,18 +15,6 @@ from sandbox.httpserver import json_response
 from tests.http_client.servers import TOKEN, BucketServer, ScriptedServer
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as s:
-        yield s
-
-
-@pytest.fixture
-def server(shared_server: ScriptedServer) -> ScriptedServer:
-    shared_server.reset()
-    return shared_server
 
 
 # -- throttling ----------------------------------------------------------------------
