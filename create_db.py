@@ -2,7 +2,7 @@
 
 import sys
 
-from runner.cli import main
+from courseinv.runner.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["create-db", *sys.argv[1:]]))

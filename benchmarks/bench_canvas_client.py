@@ -33,12 +33,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course_inventory.canvas_pull import ENROLLMENTS_QUERY  # noqa: E402
-from http_client import CanvasClient, RetryingSession  # noqa: E402
-from http_client.canvas import canvas_classify  # noqa: E402
-from sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
-from sandbox.httpserver import Latency  # noqa: E402
-from sandbox.institution import DELETED, Institution, InstitutionSpec  # noqa: E402
+from courseinv.course_inventory.canvas_pull import ENROLLMENTS_QUERY  # noqa: E402
+from courseinv.http_client import CanvasClient, RetryingSession  # noqa: E402
+from courseinv.http_client.canvas import canvas_classify  # noqa: E402
+from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
+from courseinv.sandbox.httpserver import Latency  # noqa: E402
+from courseinv.sandbox.institution import DELETED, Institution, InstitutionSpec  # noqa: E402
 
 CONNECTION = ("course", "enrollmentsConnection")
 

@@ -40,10 +40,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
-from sandbox.httpserver import Latency  # noqa: E402
-from sandbox.institution import Institution, InstitutionSpec  # noqa: E402
-from sandbox.udw import seed_udw  # noqa: E402
+from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
+from courseinv.sandbox.httpserver import Latency  # noqa: E402
+from courseinv.sandbox.institution import Institution, InstitutionSpec  # noqa: E402
+from courseinv.sandbox.udw import seed_udw  # noqa: E402
 
 
 @dataclass
@@ -61,7 +61,7 @@ class RunResult:
 def child_main(argv: list[str]) -> int:
     """``--child OUT.json CLI ARGS...``: run the CLI, then record this process's peak RSS."""
     out, cli_args = Path(argv[0]), argv[1:]
-    from runner.cli import main
+    from courseinv.runner.cli import main
 
     code = main(cli_args)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -148,10 +148,9 @@ def output_database(kind: str, workdir: Path) -> tuple[str, Any]:
 
 
 def row_counts(url: str) -> dict[str, int]:
+    from courseinv.db.engine import make_engine
+    from courseinv.db.tables import metadata
     from sqlalchemy import func, select
-
-    from db.engine import make_engine
-    from db.tables import metadata
 
     engine = make_engine(url)
     names = ("term", "account", "course", "course_section", "enrollment", "canvas_course_usage")

@@ -30,10 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from http_client.session import RetryingSession  # noqa: E402
-from mivideo.kaltura import PAGE_SIZE, KalturaClient  # noqa: E402
-from sandbox.httpserver import Latency  # noqa: E402
-from sandbox.kaltura import KalturaServer  # noqa: E402
+from courseinv.http_client.session import RetryingSession  # noqa: E402
+from courseinv.mivideo.kaltura import PAGE_SIZE, KalturaClient  # noqa: E402
+from courseinv.sandbox.httpserver import Latency  # noqa: E402
+from courseinv.sandbox.kaltura import KalturaServer  # noqa: E402
 
 
 def naive_walk(server: KalturaServer, since: int) -> Iterator[dict[str, Any]]:

@@ -38,9 +38,10 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from db.engine import make_engine  # noqa: E402
-from db.migrate import migrate  # noqa: E402
-from db.publish import replace_tables  # noqa: E402
+from courseinv.db.engine import make_engine  # noqa: E402
+from courseinv.db.migrate import migrate  # noqa: E402
+from courseinv.db.publish import replace_tables  # noqa: E402
+
 from tests.conftest import create_database, drop_database  # noqa: E402
 
 COURSES = 20_000

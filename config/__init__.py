@@ -1,5 +1,5 @@
 """Configuration: the HJSON loader/validator and its schema (``env_schema.hjson``)."""
 
-from config.loader import Config, ConfigError, default_config_path, load_config
+from courseinv.config.loader import Config, ConfigError, default_config_path, load_config
 
 __all__ = ["Config", "ConfigError", "default_config_path", "load_config"]

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from http_client.canvas import CanvasClient
-from http_client.errors import PermanentHttpError
+from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.errors import PermanentHttpError
 
 log = logging.getLogger(__name__)
 

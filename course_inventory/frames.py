@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from course_inventory.canvas_pull import CourseDetails, Section
+from courseinv.course_inventory.canvas_pull import CourseDetails, Section
 
 TERM_COLUMNS = ["canvas_id", "name", "sis_id", "start_at", "end_at"]
 ACCOUNT_COLUMNS = ["canvas_id", "sis_id", "name"]

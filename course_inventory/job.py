@@ -24,17 +24,16 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
+from courseinv.course_inventory import canvas_pull, frames, udw
+from courseinv.course_inventory.canvas_pull import CourseDetails, Section
+from courseinv.db.engine import udw_engine
+from courseinv.db.publish import replace_tables
+from courseinv.db.tables import course
+from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.errors import HttpError
+from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
-
-from course_inventory import canvas_pull, frames, udw
-from course_inventory.canvas_pull import CourseDetails, Section
-from db.engine import udw_engine
-from db.publish import replace_tables
-from db.tables import course
-from http_client.canvas import CanvasClient
-from http_client.errors import HttpError
-from runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 
 
 def run(ctx: JobContext) -> list[DataSourceStatus]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from courseinv.db.tables import APP_TABLES
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL
 from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
 from yoyo.exceptions import LockTimeout
-
-from db.tables import APP_TABLES
 
 log = logging.getLogger(__name__)
 

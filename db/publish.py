@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from courseinv.db.tables import metadata
 from sqlalchemy import (
     Boolean,
     Column,
@@ -55,8 +56,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.schema import AddConstraint, CreateIndex, CreateTable
-
-from db.tables import metadata
 
 log = logging.getLogger(__name__)
 

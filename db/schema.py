@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from courseinv.db.tables import metadata
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
-
-from db.tables import metadata
 
 
 def dialect_of(dbapi_conn: Any) -> Dialect:

@@ -11,8 +11,8 @@ Modules:
 - ``progress``: ``Progress``, done/total and rate on a TTY or in the log.
 """
 
-from http_client.canvas import CanvasClient, GraphQLError
-from http_client.errors import (
+from courseinv.http_client.canvas import CanvasClient, GraphQLError
+from courseinv.http_client.errors import (
     Forbidden,
     HttpError,
     NotFound,
@@ -21,10 +21,10 @@ from http_client.errors import (
     Unauthorized,
     UnexpectedPayload,
 )
-from http_client.fanout import FanOut, fan_out
-from http_client.progress import Progress
-from http_client.session import Action, Reply, RetryingSession, RetryPolicy, Verdict
-from http_client.throttle import AdaptiveLimiter
+from courseinv.http_client.fanout import FanOut, fan_out
+from courseinv.http_client.progress import Progress
+from courseinv.http_client.session import Action, Reply, RetryingSession, RetryPolicy, Verdict
+from courseinv.http_client.throttle import AdaptiveLimiter
 
 __all__ = [
     "Action",

@@ -61,12 +61,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-
-from http_client.errors import HttpError, UnexpectedPayload
-from http_client.fanout import FanOut
-from http_client.progress import Progress, ProgressFactory
-from http_client.session import Action, RetryingSession, RetryPolicy, Verdict
-from http_client.throttle import AdaptiveLimiter
+from courseinv.http_client.errors import HttpError, UnexpectedPayload
+from courseinv.http_client.fanout import FanOut
+from courseinv.http_client.progress import Progress, ProgressFactory
+from courseinv.http_client.session import Action, RetryingSession, RetryPolicy, Verdict
+from courseinv.http_client.throttle import AdaptiveLimiter
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
-from http_client.progress import Progress, ProgressFactory
+from courseinv.http_client.progress import Progress, ProgressFactory
 
 log = logging.getLogger(__name__)
 

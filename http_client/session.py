@@ -67,9 +67,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+from courseinv.http_client.errors import RetriesExhausted, permanent_error
 from requests.adapters import HTTPAdapter
-
-from http_client.errors import RetriesExhausted, permanent_error
 
 log = logging.getLogger(__name__)
 

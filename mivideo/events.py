@@ -24,13 +24,12 @@ from typing import Any
 
 import pandas as pd
 import requests
+from courseinv.runner.jobs import JobError
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.auth import exceptions as auth_exceptions
 from google.cloud import bigquery
 from google.oauth2 import service_account
-
-from runner.jobs import JobError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def query_text(events_table: str) -> str:
             "MIVIDEO.udp_events_table: expected [project.]dataset.table of letters, digits, "
             f"'_' and '-', got {events_table!r}"
         )
-    sql = resources.files("mivideo").joinpath(SQL_FILE).read_text(encoding="utf-8")
+    sql = resources.files("courseinv.mivideo").joinpath(SQL_FILE).read_text(encoding="utf-8")
     return sql.replace(TABLE_PLACEHOLDER, f"`{events_table}`")
 
 

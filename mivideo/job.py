@@ -25,13 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+from courseinv.db.publish import upsert_rows
+from courseinv.db.tables import mivideo_media_created, mivideo_media_started_hourly
+from courseinv.mivideo.events import fetch_media_started_hourly, utc
+from courseinv.mivideo.kaltura import KalturaClient, KalturaError, course_links
+from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 from sqlalchemy import Engine, func, select
-
-from db.publish import upsert_rows
-from db.tables import mivideo_media_created, mivideo_media_started_hourly
-from mivideo.events import fetch_media_started_hourly, utc
-from mivideo.kaltura import KalturaClient, KalturaError, course_links
-from runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 
 DEFAULT_SERVICE_URL = "https://www.kaltura.com"
 DEFAULT_CATEGORIES = "Canvas_UMich"

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-
-from http_client.errors import HttpError
-from http_client.session import Action, RetryingSession, RetryPolicy, Verdict
+from courseinv.http_client.errors import HttpError
+from courseinv.http_client.session import Action, RetryingSession, RetryPolicy, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -20,22 +20,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select
-
-from db.publish import replace_tables, upsert_rows
-from db.tables import lti_type
-from http_client.canvas import CanvasClient
-from http_client.errors import HttpError
-from online_meetings.calendar import CalendarMeeting, read_course_meetings
-from online_meetings.frames import (
+from courseinv.db.publish import replace_tables, upsert_rows
+from courseinv.db.tables import lti_type
+from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.errors import HttpError
+from courseinv.online_meetings.calendar import CalendarMeeting, read_course_meetings
+from courseinv.online_meetings.frames import (
     LTI_TYPE_COLUMNS,
     lti_type_frame,
     meeting_frame,
     placement_frame,
 )
-from online_meetings.placements import Placement, find_placements, scope_courses
-from online_meetings.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
-from runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from courseinv.online_meetings.placements import Placement, find_placements, scope_courses
+from courseinv.online_meetings.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
+from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from sqlalchemy import Engine, select
 
 
 def run(ctx: JobContext) -> list[DataSourceStatus]:

@@ -13,8 +13,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from http_client.canvas import CanvasClient
-from http_client.errors import Forbidden, NotFound
+from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.errors import Forbidden, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,8 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
-
-from http_client.fanout import fan_out
-from http_client.session import Action, Reply, RetryingSession, RetryPolicy, Verdict
+from courseinv.http_client.fanout import fan_out
+from courseinv.http_client.session import Action, Reply, RetryingSession, RetryPolicy, Verdict
 
 log = logging.getLogger(__name__)
 

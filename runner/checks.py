@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from courseinv.config import Config
+from courseinv.db.engine import describe, output_engine, udw_engine
+from courseinv.runner.logs import redactor
 from sqlalchemy import text
-
-from config import Config
-from db.engine import describe, output_engine, udw_engine
-from runner.logs import redactor
 
 CheckResult = tuple[str, bool, str]
 
@@ -45,7 +44,7 @@ def check_udw(config: Config) -> str:
 
 
 def check_canvas(config: Config) -> str:
-    from http_client.canvas import CanvasClient
+    from courseinv.http_client.canvas import CanvasClient
 
     client = CanvasClient.from_config(config)
     try:

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from config import Config, ConfigError, load_config
-from runner.jobs import job_names
-from runner.logs import redactor, setup_logging
+from courseinv.config import Config, ConfigError, load_config
+from courseinv.runner.jobs import job_names
+from courseinv.runner.logs import redactor, setup_logging
 
 log = logging.getLogger("course_inventory")
 
@@ -27,7 +27,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runner.run import prepare_database, run_jobs
+    from courseinv.runner.run import prepare_database, run_jobs
 
     config = _load(args)
     engine = prepare_database(config)
@@ -39,8 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from db.engine import describe, output_engine, wait_for_db
-    from db.migrate import migrate
+    from courseinv.db.engine import describe, output_engine, wait_for_db
+    from courseinv.db.migrate import migrate
 
     config = _load(args)
     engine = output_engine(config, config.data_dir())
@@ -51,8 +51,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_create_db(args: argparse.Namespace) -> int:
-    from db.engine import describe, output_engine, wait_for_db
-    from db.migrate import reset
+    from courseinv.db.engine import describe, output_engine, wait_for_db
+    from courseinv.db.migrate import reset
 
     config = _load(args)
     engine = output_engine(config, config.data_dir())
@@ -68,7 +68,7 @@ def cmd_create_db(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from runner.checks import run_checks
+    from courseinv.runner.checks import run_checks
 
     config = _load(args)
     print(f"config {config.path}: ok")
@@ -79,14 +79,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(argv: list[str]) -> int:
-    from sandbox.cli import main as sandbox_main
+    from courseinv.sandbox.cli import main as sandbox_main
 
     setup_logging("INFO")
     return sandbox_main(argv)
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from sandbox.demo import demo_main
+    from courseinv.sandbox.demo import demo_main
 
     return demo_main(argv)
 

@@ -71,9 +71,9 @@ JobFunc = Callable[[JobContext], list[DataSourceStatus]]
 # Job name -> "module:function". Modules are imported only when the job runs, so the
 # config validator can list the names without importing every job's dependencies.
 JOBS: dict[str, str] = {
-    "COURSE_INVENTORY": "course_inventory.job:run",
-    "MIVIDEO": "mivideo.job:run",
-    "ONLINE_MEETINGS": "online_meetings.job:run",
+    "COURSE_INVENTORY": "courseinv.course_inventory.job:run",
+    "MIVIDEO": "courseinv.mivideo.job:run",
+    "ONLINE_MEETINGS": "courseinv.online_meetings.job:run",
 }
 
 

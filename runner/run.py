@@ -9,14 +9,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from courseinv.config import Config
+from courseinv.db.engine import describe, output_engine, wait_for_db
+from courseinv.db.migrate import migrate
+from courseinv.db.tables import data_source_status, job_run
+from courseinv.runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
+from courseinv.runner.logs import redactor
 from sqlalchemy import Engine, insert, update
-
-from config import Config
-from db.engine import describe, output_engine, wait_for_db
-from db.migrate import migrate
-from db.tables import data_source_status, job_run
-from runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
-from runner.logs import redactor
 
 log = logging.getLogger(__name__)
 

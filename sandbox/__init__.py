@@ -3,9 +3,9 @@
 For development, tests, the demo and benchmarks only; never point it at real data.
 """
 
-from sandbox.canvas import CanvasServer, LeakyBucket, ThrottleSpec
-from sandbox.httpserver import Faults, Latency, RequestLog, SandboxServer
-from sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.canvas import CanvasServer, LeakyBucket, ThrottleSpec
+from courseinv.sandbox.httpserver import Faults, Latency, RequestLog, SandboxServer
+from courseinv.sandbox.institution import Institution, InstitutionSpec
 
 __all__ = [
     "CanvasServer",

@@ -39,14 +39,20 @@ from typing import Any
 
 import duckdb
 import sqlglot
+from courseinv.sandbox.caliper import CaliperEventStore
+from courseinv.sandbox.httpserver import (
+    Faults,
+    Latency,
+    Request,
+    Response,
+    SandboxServer,
+    json_response,
+)
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlglot import exp
 from sqlglot.errors import ParseError
-
-from sandbox.caliper import CaliperEventStore
-from sandbox.httpserver import Faults, Latency, Request, Response, SandboxServer, json_response
 
 API = "/bigquery/v2/projects/([^/]+)"
 TOKEN_PATH = "/token"

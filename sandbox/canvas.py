@@ -63,9 +63,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode
 
 import numpy as np
-
-from sandbox.canvas_graphql import CanvasGraphQL
-from sandbox.httpserver import (
+from courseinv.sandbox.canvas_graphql import CanvasGraphQL
+from courseinv.sandbox.httpserver import (
     Faults,
     Latency,
     Request,
@@ -74,7 +73,7 @@ from sandbox.httpserver import (
     SandboxServer,
     json_response,
 )
-from sandbox.institution import (
+from courseinv.sandbox.institution import (
     DELETED,
     ENROLLMENT_TYPES,
     STUDENT,

@@ -42,6 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from courseinv.sandbox.institution import (
+    DELETED,
+    ENROLLMENT_STATES,
+    ENROLLMENT_TYPES,
+    SIS_ROLES,
+    Course,
+    Institution,
+    iso,
+    relay_id,
+)
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -64,17 +74,6 @@ from graphql import (
     get_variable_values,
     parse,
     validate,
-)
-
-from sandbox.institution import (
-    DELETED,
-    ENROLLMENT_STATES,
-    ENROLLMENT_TYPES,
-    SIS_ROLES,
-    Course,
-    Institution,
-    iso,
-    relay_id,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("canvas-schema.graphql")

@@ -5,7 +5,7 @@
         [--throttle-capacity N] [--no-throttle] [--port N] [--token T] [--udw-sqlite PATH]
 
 Prints the URL, token, account id and term ids, then serves until Ctrl-C (or SIGTERM).
-Also runnable as ``python -m sandbox.cli serve ...``.
+Also runnable as ``python -m courseinv.sandbox.cli serve ...``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from sandbox.canvas import CanvasServer, ThrottleSpec
-from sandbox.httpserver import Faults, Latency
-from sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec
+from courseinv.sandbox.httpserver import Faults, Latency
+from courseinv.sandbox.institution import Institution, InstitutionSpec
 
 BANNER = (
     "DEVELOPMENT SANDBOX: a simulated Canvas LMS with invented data, for development, "
@@ -112,7 +112,7 @@ def _print_summary(server: CanvasServer, inst: Institution, udw_path: Path | Non
         f"up-front {t.up_front:g}, cost {t.cost:g} (GraphQL {t.cost_of('graphql'):g})"
     )
     if udw_path is not None:
-        from sandbox.udw import seed_udw  # SQLAlchemy only when asked for
+        from courseinv.sandbox.udw import seed_udw  # SQLAlchemy only when asked for
 
         udw_path.parent.mkdir(parents=True, exist_ok=True)
         counts = seed_udw(inst, f"sqlite:///{udw_path.resolve()}")
@@ -129,7 +129,7 @@ def _print_summary(server: CanvasServer, inst: Institution, udw_path: Path | Non
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "serve":
-        print("usage: python -m sandbox.cli serve [options]  (see --help)", file=sys.stderr)
+        print("usage: course-inventory sandbox serve [options]  (see --help)", file=sys.stderr)
         return 2
     return serve_main(argv[1:])
 

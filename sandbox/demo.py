@@ -17,14 +17,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from courseinv.sandbox.canvas import CanvasServer
+from courseinv.sandbox.httpserver import Latency, SandboxServer
+from courseinv.sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.lti import start_zoom_sandbox
+from courseinv.sandbox.mivideo import start_mivideo_sandbox
+from courseinv.sandbox.udw import seed_udw
 from sqlalchemy import Engine, func, select
-
-from sandbox.canvas import CanvasServer
-from sandbox.httpserver import Latency, SandboxServer
-from sandbox.institution import Institution, InstitutionSpec
-from sandbox.lti import start_zoom_sandbox
-from sandbox.mivideo import start_mivideo_sandbox
-from sandbox.udw import seed_udw
 
 JOBS = ["COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS"]
 
@@ -80,7 +79,7 @@ def running_sandbox(args: argparse.Namespace, env_dir: Path) -> Iterator[dict[st
 
 
 def _row_counts(engine: Engine) -> dict[str, int]:
-    from db.tables import APP_TABLES
+    from courseinv.db.tables import APP_TABLES
 
     with engine.connect() as conn:
         return {
@@ -90,11 +89,11 @@ def _row_counts(engine: Engine) -> dict[str, int]:
 
 
 def demo_main(argv: list[str]) -> int:
-    from config import load_config
-    from db.engine import describe
-    from runner.jobs import job_names
-    from runner.logs import setup_logging
-    from runner.run import prepare_database, run_jobs
+    from courseinv.config import load_config
+    from courseinv.db.engine import describe
+    from courseinv.runner.jobs import job_names
+    from courseinv.runner.logs import setup_logging
+    from courseinv.runner.run import prepare_database, run_jobs
 
     args = _parser().parse_args(argv)
     setup_logging("INFO")

@@ -43,8 +43,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
-
-from sandbox.httpserver import Faults, Latency, Request, Response, SandboxServer, json_response
+from courseinv.sandbox.httpserver import (
+    Faults,
+    Latency,
+    Request,
+    Response,
+    SandboxServer,
+    json_response,
+)
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 30

@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-
-from sandbox.institution import Institution
-from sandbox.zoom import ZoomServer
+from courseinv.sandbox.institution import Institution
+from courseinv.sandbox.zoom import ZoomServer
 
 # Which calendar-event fields a join URL may sit in (Canvas's names).
 EVENT_TEXT_FIELDS = ("location_name", "location_address", "description")

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from sandbox.bigquery import BigQueryServer
-from sandbox.caliper import CaliperEventStore, start_of_day
-from sandbox.httpserver import Faults, Latency
-from sandbox.kaltura import DEFAULT_ROOT, KalturaServer
+from courseinv.sandbox.bigquery import BigQueryServer
+from courseinv.sandbox.caliper import CaliperEventStore, start_of_day
+from courseinv.sandbox.httpserver import Faults, Latency
+from courseinv.sandbox.kaltura import DEFAULT_ROOT, KalturaServer
 
 KEY_FILENAME = "udp-service-account.json"
 PROJECT_ID = "sandbox-udp"

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta, timezone
 from typing import Any
 
+from courseinv.sandbox.institution import Institution, naive_utc
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -34,8 +35,6 @@ from sqlalchemy import (
     Text,
     create_engine,
 )
-
-from sandbox.institution import Institution, naive_utc
 
 CD1_ID_BASE = 17_340_000_000_000_000  # CD1 surrogate ids are shard-prefixed
 BATCH = 5_000

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sandbox.httpserver import Request, Response, Route, SandboxServer, json_response
+from courseinv.sandbox.httpserver import Request, Response, Route, SandboxServer, json_response
 
 MeetingStatus = Literal["waiting", "started", "ended", "deleted"]
 LIVE_STATUSES = ("waiting", "started")

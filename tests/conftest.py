@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from courseinv.db.engine import make_engine
+from courseinv.db.migrate import migrate
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
-
-from db.engine import make_engine
-from db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -137,7 +136,7 @@ def run_cli(
     full_env = {k: v for k, v in os.environ.items() if k not in ("ENV_DIR", "ENV_FILE")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
+        [sys.executable, "-m", "courseinv.runner.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -1,8 +1,7 @@
 """Create every output table of the SPEC (from db/tables.py, rendered for this database)."""
 
+from courseinv.db.schema import create_tables, drop_tables
 from yoyo import step
-
-from db.schema import create_tables, drop_tables
 
 __depends__: set[str] = set()
 

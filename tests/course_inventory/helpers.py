@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from courseinv.config import Config, load_config
+from courseinv.db import tables as t
+from courseinv.runner.jobs import JobContext
+from courseinv.sandbox.canvas import CanvasServer
+from courseinv.sandbox.httpserver import Request, Response, Route
+from courseinv.sandbox.institution import Institution, InstitutionSpec
 from sqlalchemy import Engine, select, text
 
-from config import Config, load_config
-from db import tables as t
-from runner.jobs import JobContext
-from sandbox.canvas import CanvasServer
-from sandbox.httpserver import Request, Response, Route
-from sandbox.institution import Institution, InstitutionSpec
 from tests.tables import normalise
 
 # 100 courses; seed 8 keeps every awkward course name (unicode, emoji, both 255-character

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from courseinv.course_inventory.job import run
+from courseinv.db.tables import data_source_status, job_run
+from courseinv.runner.jobs import DataSourceName, JobError
+from courseinv.sandbox.canvas import ThrottleSpec
+from courseinv.sandbox.httpserver import Faults
+from courseinv.sandbox.institution import AWKWARD_COURSE_NAMES, Institution
+from courseinv.sandbox.udw import seed_udw
 from sqlalchemy import Engine, select
 
-from course_inventory.job import run
-from db.tables import data_source_status, job_run
-from runner.jobs import DataSourceName, JobError
-from sandbox.canvas import ThrottleSpec
-from sandbox.httpserver import Faults
-from sandbox.institution import AWKWARD_COURSE_NAMES, Institution
-from sandbox.udw import seed_udw
 from tests.conftest import create_database, drop_database, run_cli
 from tests.course_inventory.helpers import (
     PER_PAGE_MAX,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from courseinv.course_inventory.canvas_pull import ENROLLMENTS_QUERY
 from graphql import GraphQLSchema, build_schema, parse, validate
-
-from course_inventory.canvas_pull import ENROLLMENTS_QUERY
 
 SCHEMA = Path(__file__).resolve().parents[2] / "sandbox" / "canvas-schema.graphql"
 

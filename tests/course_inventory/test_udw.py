@@ -7,16 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, insert, text
-
-from course_inventory.udw import (
+from courseinv.course_inventory.udw import (
     CHUNK,
     UdwDataError,
     canvasdatadate,
     parse_canvasdatadate,
     section_sis_ids,
 )
-from sandbox import udw as udw_schema
+from courseinv.sandbox import udw as udw_schema
+from sqlalchemy import Engine, create_engine, event, insert, text
+
 from tests.conftest import create_database, drop_database
 
 SECTIONS = 100_000

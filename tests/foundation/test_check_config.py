@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sandbox.canvas import CanvasServer
-from sandbox.institution import Institution, InstitutionSpec
-from sandbox.udw import seed_udw
+from courseinv.sandbox.canvas import CanvasServer
+from courseinv.sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.udw import seed_udw
+
 from tests.conftest import run_cli
 
 

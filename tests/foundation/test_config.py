@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from courseinv.config import ConfigError, load_config
+from courseinv.runner.jobs import job_names
 
-from config import ConfigError, load_config
-from runner.jobs import job_names
 from tests.conftest import ROOT, run_cli
 
 VALID = """
@@ -150,7 +150,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_blank_template_documents_every_schema_key() -> None:
-    from config.loader import load_schema
+    from courseinv.config.loader import load_schema
 
     blank = (ROOT / "config/env_blank.hjson").read_text(encoding="utf-8")
     schema = load_schema()

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from courseinv.db.engine import make_engine
+from courseinv.db.migrate import migrate, reset
+from courseinv.db.tables import APP_TABLES
 from sqlalchemy import Engine, inspect, text
-
-from db.engine import make_engine
-from db.migrate import migrate, reset
-from db.tables import APP_TABLES
 
 pytestmark = pytest.mark.parametrize(
     "database_url", ["sqlite", "mariadb", "postgres"], indirect=True

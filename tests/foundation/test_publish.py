@@ -12,9 +12,8 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from courseinv.db.publish import PublishError, replace_tables, upsert_rows
 from sqlalchemy import Engine, text
-
-from db.publish import PublishError, replace_tables, upsert_rows
 
 AWKWARD = ["Fall 😀 2024", 'Quote " and \\ backslash', "tab\there\nnewline", "ñ" * 255, "NULL", ""]
 
@@ -198,9 +197,9 @@ def test_upsert_rolls_back_every_table_on_failure(any_engine: Engine) -> None:
 
 CHILD = """
 import sys, time
-from db.engine import make_engine
+from courseinv.db.engine import make_engine
 from tests.foundation.test_publish import inventory
-from db.publish import replace_tables
+from courseinv.db.publish import replace_tables
 frames = inventory(int(sys.argv[2]), 9)
 print("loading", flush=True)
 replace_tables(make_engine(sys.argv[1]), frames)

@@ -7,10 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
-
-from runner.cli import main
-from runner.jobs import (
+from courseinv.runner.cli import main
+from courseinv.runner.jobs import (
     DataSourceName,
     DataSourceStatus,
     JobContext,
@@ -18,6 +16,8 @@ from runner.jobs import (
     register_job,
     unregister_job,
 )
+from sqlalchemy import Engine, text
+
 from tests.conftest import run_cli
 
 TOKEN = "canvas-token-XYZZY-123456"
@@ -87,7 +87,7 @@ def test_failures_are_isolated_recorded_and_exit_1(
 ) -> None:
     config = write_config(tmp_path, database_url, ["test_fail", "test_ok", "test_crash"])
     assert main(["run", "--config", str(config)]) == 1
-    from db.engine import make_engine
+    from courseinv.db.engine import make_engine
 
     engine = make_engine(database_url)
     try:
@@ -124,7 +124,7 @@ def test_all_jobs_succeeding_exit_0(tmp_path: Path, capfd: pytest.CaptureFixture
     db = tmp_path / "out.sqlite3"
     config = write_config(tmp_path, f"sqlite:///{db}", ["test_ok", "TEST_OK"])
     assert main(["run", "--config", str(config)]) == 0
-    from db.engine import make_engine
+    from courseinv.db.engine import make_engine
 
     engine = make_engine(f"sqlite:///{db}")
     assert [r[:2] for r in job_runs(engine)] == [("TEST_OK", "succeeded")] * 2
@@ -156,7 +156,7 @@ def test_create_db_asks_first_then_empties_and_remigrates(tmp_path: Path) -> Non
     db = tmp_path / "out.sqlite3"
     config = write_config(tmp_path, f"sqlite:///{db}", ["course_inventory"])
     assert run_cli(["migrate", "--config", str(config)]).returncode == 0
-    from db.engine import make_engine
+    from courseinv.db.engine import make_engine
 
     engine = make_engine(f"sqlite:///{db}")
     with engine.begin() as conn:

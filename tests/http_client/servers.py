@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sandbox.httpserver import Request, Response, Route, SandboxServer, json_response
+from courseinv.sandbox.httpserver import Request, Response, Route, SandboxServer, json_response
 
 TOKEN = "tok-SECRET-7f3a9c"
 

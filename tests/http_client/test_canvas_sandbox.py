@@ -6,12 +6,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import courseinv.sandbox
 import pytest
-from graphql import build_schema, parse, validate
-
-import sandbox
-from course_inventory.canvas_pull import ENROLLMENTS_QUERY
-from http_client import (
+from courseinv.course_inventory.canvas_pull import ENROLLMENTS_QUERY
+from courseinv.http_client import (
     AdaptiveLimiter,
     CanvasClient,
     GraphQLError,
@@ -19,9 +17,10 @@ from http_client import (
     RetryPolicy,
     Unauthorized,
 )
-from sandbox.canvas import CanvasServer, ThrottleSpec
-from sandbox.httpserver import Faults, Latency
-from sandbox.institution import DELETED, Course, Institution, InstitutionSpec
+from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec
+from courseinv.sandbox.httpserver import Faults, Latency
+from courseinv.sandbox.institution import DELETED, Course, Institution, InstitutionSpec
+from graphql import build_schema, parse, validate
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)
 ENROLLMENTS = ("course", "enrollmentsConnection")
@@ -151,7 +150,7 @@ def test_graphql_null_course_is_an_error(canvas: CanvasServer) -> None:
 
 
 def test_shipped_query_is_valid_for_canvas_schema() -> None:
-    schema = build_schema((Path(sandbox.__file__).parent / "canvas-schema.graphql").read_text())
+    schema = build_schema((Path(courseinv.sandbox.__file__).parent / "canvas-schema.graphql").read_text())
     assert validate(schema, parse(ENROLLMENTS_QUERY)) == []
 
 

@@ -13,8 +13,7 @@ from email.utils import format_datetime
 
 import pytest
 import requests
-
-from http_client import (
+from courseinv.http_client import (
     Action,
     CanvasClient,
     Forbidden,
@@ -28,8 +27,9 @@ from http_client import (
     UnexpectedPayload,
     Verdict,
 )
-from http_client.session import parse_retry_after
-from sandbox.httpserver import Faults, Latency, Response, json_response
+from courseinv.http_client.session import parse_retry_after
+from courseinv.sandbox.httpserver import Faults, Latency, Response, json_response
+
 from tests.http_client.servers import TOKEN, ScriptedServer
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)

@@ -9,9 +9,16 @@ import time
 
 import pytest
 import requests
+from courseinv.http_client import (
+    AdaptiveLimiter,
+    CanvasClient,
+    NotFound,
+    Progress,
+    RetryPolicy,
+    fan_out,
+)
+from courseinv.sandbox.httpserver import json_response
 
-from http_client import AdaptiveLimiter, CanvasClient, NotFound, Progress, RetryPolicy, fan_out
-from sandbox.httpserver import json_response
 from tests.http_client.servers import TOKEN, BucketServer, ScriptedServer
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, throttle_backoff_base=0.01)
@@ -182,7 +189,7 @@ def test_progress_on_a_terminal_rewrites_one_line() -> None:
 
 
 def test_progress_off_terminal_logs_periodically(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="http_client.progress")
+    caplog.set_level(logging.INFO, logger="courseinv.http_client.progress")
     with Progress("analytics", 4, stream=io.StringIO(), interval=0.0) as progress:
         progress.advance()
         progress.advance(skipped=True)

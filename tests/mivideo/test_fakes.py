@@ -15,14 +15,13 @@ from pathlib import Path
 import google.auth.transport.requests
 import pytest
 import requests
+from courseinv.mivideo.events import query_text
+from courseinv.sandbox.bigquery import BigQueryServer
+from courseinv.sandbox.caliper import CaliperEventStore
+from courseinv.sandbox.kaltura import KalturaServer
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 from google.oauth2 import service_account
-
-from mivideo.events import query_text
-from sandbox.bigquery import BigQueryServer
-from sandbox.caliper import CaliperEventStore
-from sandbox.kaltura import KalturaServer
 
 TODAY = date(2026, 3, 12)
 COURSES = [101, 102, 3456, 12_345_678_901]

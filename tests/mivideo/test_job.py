@@ -13,22 +13,22 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, select
-
-from config.loader import Config, load_config
-from db.tables import (
+from courseinv.config.loader import Config, load_config
+from courseinv.db.tables import (
     data_source_status,
     job_run,
     mivideo_media_courses,
     mivideo_media_created,
     mivideo_media_started_hourly,
 )
-from mivideo.events import query_text
-from mivideo.job import run
-from mivideo.kaltura import CourseLink, course_links
-from runner.jobs import DataSourceName, JobContext, JobError, job_names
-from sandbox.httpserver import Faults
-from sandbox.mivideo import MivideoSandbox, start_mivideo_sandbox
+from courseinv.mivideo.events import query_text
+from courseinv.mivideo.job import run
+from courseinv.mivideo.kaltura import CourseLink, course_links
+from courseinv.runner.jobs import DataSourceName, JobContext, JobError, job_names
+from courseinv.sandbox.httpserver import Faults
+from courseinv.sandbox.mivideo import MivideoSandbox, start_mivideo_sandbox
+from sqlalchemy import Engine, select
+
 from tests.conftest import run_cli
 
 TODAY = date(2026, 3, 12)

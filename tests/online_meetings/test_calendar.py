@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-
-from http_client.canvas import CanvasClient
-from online_meetings.calendar import (
+from courseinv.http_client.canvas import CanvasClient
+from courseinv.online_meetings.calendar import (
     CalendarMeeting,
     course_meetings,
     event_meeting_ids,
     meeting_ids,
     read_course_meetings,
 )
-from sandbox.httpserver import Request, Response, SandboxServer, json_response
+from courseinv.sandbox.httpserver import Request, Response, SandboxServer, json_response
 
 
 @pytest.mark.parametrize(

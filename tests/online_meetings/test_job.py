@@ -11,16 +11,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from courseinv.config import load_config
+from courseinv.db.tables import job_run, lti_placement, lti_type, lti_zoom_meeting
+from courseinv.online_meetings.job import run
+from courseinv.runner.jobs import DataSourceName, JobContext, JobError
+from courseinv.sandbox.canvas import CanvasServer
+from courseinv.sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.lti import expected_online_meetings, start_zoom_sandbox
+from courseinv.sandbox.zoom import ZoomServer
 from sqlalchemy import Engine, insert, select
 
-from config import load_config
-from db.tables import job_run, lti_placement, lti_type, lti_zoom_meeting
-from online_meetings.job import run
-from runner.jobs import DataSourceName, JobContext, JobError
-from sandbox.canvas import CanvasServer
-from sandbox.institution import Institution, InstitutionSpec
-from sandbox.lti import expected_online_meetings, start_zoom_sandbox
-from sandbox.zoom import ZoomServer
 from tests.conftest import run_cli
 from tests.tables import normalise
 

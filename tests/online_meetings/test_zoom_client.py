@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-
-from online_meetings.zoom import MeetingInfo, ZoomClient, ZoomDailyLimit, ZoomError
-from sandbox.zoom import ZoomServer
+from courseinv.online_meetings.zoom import MeetingInfo, ZoomClient, ZoomDailyLimit, ZoomError
+from courseinv.sandbox.zoom import ZoomServer
 
 MEETINGS = {
     111111111: {"host_id": "host-a", "status": "waiting"},

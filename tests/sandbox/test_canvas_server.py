@@ -13,13 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from graphql import execute, parse
-
-from sandbox.canvas import CanvasServer, ThrottleSpec
-from sandbox.canvas_graphql import CanvasGraphQL, _Request
-from sandbox.cli import serve_main
-from sandbox.httpserver import Faults, Latency
-from sandbox.institution import (
+from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec
+from courseinv.sandbox.canvas_graphql import CanvasGraphQL, _Request
+from courseinv.sandbox.cli import serve_main
+from courseinv.sandbox.httpserver import Faults, Latency
+from courseinv.sandbox.institution import (
     DELETED,
     STUDENT,
     TEACHER,
@@ -27,6 +25,7 @@ from sandbox.institution import (
     Institution,
     InstitutionSpec,
 )
+from graphql import execute, parse
 
 ENROLLMENTS = """
 query CourseEnrollments($id: ID!, $after: String, $first: Int) {
@@ -567,7 +566,7 @@ def test_sandbox_serve_cli() -> None:
         [
             sys.executable,
             "-m",
-            "sandbox.cli",
+            "courseinv.sandbox.cli",
             "serve",
             "--courses",
             "20",

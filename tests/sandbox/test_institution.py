@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from db import tables
-from sandbox.institution import (
+from courseinv.db import tables
+from courseinv.sandbox.institution import (
     ENROLLMENT_STATES,
     ENROLLMENT_TYPES,
     STUDENT,

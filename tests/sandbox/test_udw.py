@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from courseinv.sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.udw import canvasdatadate_text, seed_udw
 from sqlalchemy import Engine, bindparam, create_engine, text
 
-from sandbox.institution import Institution, InstitutionSpec
-from sandbox.udw import canvasdatadate_text, seed_udw
 from tests.conftest import create_database, drop_database
 
 
