@@ -53,7 +53,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
             warehouse.dispose()
 
     tables = build_tables(pulled, known, sis_ids)
-    replace_tables(ctx.engine, tables)
+    ctx.record_rows(replace_tables(ctx.engine, tables))
     log.info("COURSE_INVENTORY: %s", ", ".join(f"{name} {len(f):,}" for name, f in tables.items()))
     ctx.write_csvs(tables)
     statuses = [DataSourceStatus(DataSourceName.CANVAS_API, canvas_done)]

@@ -39,13 +39,24 @@ def _backend(engine: Engine) -> DatabaseBackend:
     return get_backend(yoyo_url(engine.url), migration_table="_yoyo_migration")
 
 
-def migrate(engine: Engine, *, break_lock: bool = False) -> list[str]:
-    """Apply pending migrations under yoyo's lock; returns the ids applied (none when current)."""
+def migration_ids() -> list[str]:
+    """Every migration in ``db/migrations/``, in the order yoyo applies them."""
+    return [m.id for m in read_migrations(str(MIGRATIONS_DIR))]
+
+
+def migrate(engine: Engine, *, break_lock: bool = False, upto: str | None = None) -> list[str]:
+    """Apply pending migrations under yoyo's lock; returns the ids applied (none when current).
+
+    ``upto`` stops after that migration id (tests build databases at older schema versions).
+    """
     backend = _backend(engine)
     try:
         if break_lock:
             backend.break_lock()
         migrations = read_migrations(str(MIGRATIONS_DIR))
+        if upto is not None:
+            ids = [m.id for m in migrations]
+            migrations = migrations[: ids.index(upto) + 1]
         with backend.lock(timeout=LOCK_TIMEOUT_S):
             pending = backend.to_apply(migrations)
             backend.apply_migrations(pending)

@@ -73,13 +73,13 @@ class PublishError(Exception):
 # -- public API -------------------------------------------------------------------
 
 
-def replace_tables(engine: Engine, frames: Mapping[str, pd.DataFrame]) -> None:
+def replace_tables(engine: Engine, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
     """Atomically replace the whole contents of each named table with its DataFrame.
 
     Frames carry the table's columns (extra columns are an error, missing nullable
     columns become NULL); a surrogate ``id`` column absent from a frame is numbered
     1..n. Every table whose foreign key references a table of the set must be in the
-    set too, since the old rows it references are going away.
+    set too, since the old rows it references are going away. Returns rows per table.
     """
     tables = _tables_in_order(frames)
     _check_children_included(tables)
@@ -99,6 +99,7 @@ def replace_tables(engine: Engine, frames: Mapping[str, pd.DataFrame]) -> None:
         ", ".join(f"{t.name} ({len(prepared[t.name]):,} rows)" for t in tables),
         time.monotonic() - started,
     )
+    return {t.name: len(prepared[t.name]) for t in tables}
 
 
 def upsert_rows(engine: Engine, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:

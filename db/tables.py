@@ -1,7 +1,8 @@
 """Every output table, defined once (SQLAlchemy Core). This is the dashboard contract.
 
-Migrations in ``db/migrations/`` create these tables; a test checks the migrated schema of
-each database against this metadata. Timestamps are stored as naive UTC.
+Migrations in ``db/migrations/`` create these tables, each a frozen record of one change with
+its own SQL; ``tests/foundation/test_migrations.py`` fails (and prints the DDL to add) when an
+empty database migrated to head differs from this metadata. Timestamps are stored as naive UTC.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ metadata = MetaData()
 # DATETIME(6) on MySQL/MariaDB: Caliper event times carry microseconds.
 DateTimeMicro = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Name = String(255)
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 Code = String(50)
 
 
@@ -117,6 +119,11 @@ job_run = Table(
     Column("reason", Text),
     Column("host", Name),
     Column("pid", Integer),
+    # Added by migration 0002: what the run did.
+    Column("rows_written", BigInteger),  # rows published, all tables
+    Column("warnings", Integer),  # warnings logged by the job
+    Column("requests", Integer),  # HTTP requests made
+    Column("details", LongText),  # JSON: rows per table, HTTP statistics, phase timings
 )
 
 data_source_status = Table(

@@ -59,7 +59,8 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -147,19 +148,42 @@ STAT_NAMES = ("requests", "retries", "throttled", "gave_up")
 
 class Stats:
     """Thread-safe counters: attempts sent (``requests``), ``retries`` after faults,
-    ``throttled`` responses, requests that ``gave_up``, plus any a client adds."""
+    ``throttled`` responses, requests that ``gave_up``, plus any a client adds.
+
+    Every count is also added to the collectors opened with ``collect_stats()``: that is
+    how the runner learns what one job's HTTP clients did without the job reporting it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
 
     def add(self, name: str, n: int = 1) -> None:
+        self._bump(name, n)
+        for collector in _collectors:
+            collector._bump(name, n)
+
+    def _bump(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+
+_collectors: list[Stats] = []  # open collect_stats() scopes (rarely more than one)
+
+
+@contextmanager
+def collect_stats() -> Iterator[Stats]:
+    """Count every HTTP statistic of every session while the block runs (one job's run)."""
+    collector = Stats()
+    _collectors.append(collector)
+    try:
+        yield collector
+    finally:
+        _collectors.remove(collector)
 
 
 @dataclass(frozen=True)

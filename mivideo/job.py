@@ -64,6 +64,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         "mivideo_media_courses": courses,
     }
     counts = upsert_rows(ctx.engine, frames)
+    ctx.record_rows(counts)
     ctx.log.info("MIVIDEO: upserted %s", ", ".join(f"{n} {t}" for t, n in counts.items()))
     ctx.write_csvs(frames)
 

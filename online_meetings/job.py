@@ -58,7 +58,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         raise JobError(str(exc)) from exc
 
     frames = output_frames(placements, zoom_tool_id, calendars, zoom)
-    replace_tables(ctx.engine, frames)
+    ctx.record_rows(replace_tables(ctx.engine, frames))
     log.info(
         "ONLINE_MEETINGS: %d placement(s), %d Zoom meeting row(s) by status %s",
         len(frames["lti_placement"]),

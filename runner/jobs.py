@@ -50,6 +50,13 @@ class JobContext:
     data_dir: Path  # CSV output folder (DATA_DIR)
     env_dir: Path  # folder of the config file; key files are resolved under it
     log: logging.Logger
+    # Rows published per table by this run (the runner stores the total in job_run).
+    rows_written: dict[str, int] = field(default_factory=dict)
+
+    def record_rows(self, counts: Mapping[str, int]) -> None:
+        """Note rows published per table (what ``replace_tables``/``upsert_rows`` return)."""
+        for table, rows in counts.items():
+            self.rows_written[table] = self.rows_written.get(table, 0) + int(rows)
 
     @property
     def create_csvs(self) -> bool:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from courseinv.config import Config
 from courseinv.db.engine import describe, output_engine, wait_for_db
 from courseinv.db.migrate import migrate
 from courseinv.db.tables import data_source_status, job_run
+from courseinv.http_client.session import Stats, collect_stats
 from courseinv.runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
 from courseinv.runner.logs import redactor
 from sqlalchemy import Engine, insert, update
@@ -28,6 +32,9 @@ class JobOutcome:
     succeeded: bool
     seconds: float
     reason: str | None = None
+    rows_written: dict[str, int] = field(default_factory=dict)
+    warnings: int = 0
+    http: dict[str, int] = field(default_factory=dict)
 
 
 def utcnow() -> datetime:
@@ -62,6 +69,29 @@ def run_jobs(config: Config, engine: Engine) -> list[JobOutcome]:
     return outcomes
 
 
+class _WarningCounter(logging.Handler):
+    """Counts WARNING records logged anywhere while a job runs (errors are its failure)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            self.count += 1
+
+
+@contextmanager
+def _counting_warnings() -> Iterator[_WarningCounter]:
+    counter = _WarningCounter()
+    root = logging.getLogger()
+    root.addHandler(counter)
+    try:
+        yield counter
+    finally:
+        root.removeHandler(counter)
+
+
 def run_job(name: str, ctx: JobContext) -> JobOutcome:
     """Run one job, record its attempt and statuses; never raises for a job failure."""
     started = time.monotonic()
@@ -72,22 +102,45 @@ def run_job(name: str, ctx: JobContext) -> JobOutcome:
         reason = f"cannot record the job run: {_reason(exc)}"
         log.error("Job %s failed: %s", name, reason)
         return JobOutcome(name, False, time.monotonic() - started, reason)
-    try:
-        statuses = resolve_job(name)(ctx)
-    except KeyboardInterrupt:
-        _finish_run(ctx.engine, run_id, "failed", "interrupted")
-        raise
-    except JobError as exc:
-        reason = _reason(exc)
-        log.error("Job %s failed: %s", name, reason)
-    except Exception as exc:
-        reason = _reason(exc)
-        log.exception("Job %s failed: %s", name, reason)
-    else:
-        _finish_run(ctx.engine, run_id, "succeeded", None, statuses)
-        return JobOutcome(name, True, time.monotonic() - started)
-    _finish_run(ctx.engine, run_id, "failed", reason)
-    return JobOutcome(name, False, time.monotonic() - started, reason)
+    statuses: list[DataSourceStatus] | None = None
+    reason: str | None = None
+    with collect_stats() as http, _counting_warnings() as warnings:
+        try:
+            statuses = resolve_job(name)(ctx)
+        except KeyboardInterrupt:
+            _finish_run(ctx.engine, run_id, "failed", "interrupted", _counters(ctx, warnings, http))
+            raise
+        except JobError as exc:
+            reason = _reason(exc)
+            log.error("Job %s failed: %s", name, reason)
+        except Exception as exc:
+            reason = _reason(exc)
+            log.exception("Job %s failed: %s", name, reason)
+    counters = _counters(ctx, warnings, http)
+    succeeded = reason is None
+    _finish_run(
+        ctx.engine, run_id, "succeeded" if succeeded else "failed", reason, counters, statuses
+    )
+    return JobOutcome(
+        name,
+        succeeded,
+        time.monotonic() - started,
+        reason,
+        rows_written=dict(ctx.rows_written),
+        warnings=counters["warnings"],
+        http=http.snapshot(),
+    )
+
+
+def _counters(ctx: JobContext, warnings: _WarningCounter, http: Stats) -> dict:
+    """The job_run columns that say what the run did."""
+    stats = http.snapshot()
+    return {
+        "rows_written": sum(ctx.rows_written.values()),
+        "warnings": warnings.count,
+        "requests": stats.get("requests", 0),
+        "details": json.dumps({"tables": ctx.rows_written, "http": stats}, sort_keys=True),
+    }
 
 
 def _reason(exc: BaseException) -> str:
@@ -117,6 +170,7 @@ def _finish_run(
     run_id: int,
     status: str,
     reason: str | None,
+    counters: dict,
     statuses: list[DataSourceStatus] | None = None,
 ) -> None:
     """Close the job_run row and add its data_source_status rows, in one transaction."""
@@ -125,7 +179,7 @@ def _finish_run(
             conn.execute(
                 update(job_run)
                 .where(job_run.c.id == run_id)
-                .values(finished_at=utcnow(), status=status, reason=reason)
+                .values(finished_at=utcnow(), status=status, reason=reason, **counters)
             )
             rows = [
                 {

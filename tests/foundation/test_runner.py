@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from courseinv.db.engine import make_engine
 from courseinv.runner.cli import main
 from courseinv.runner.jobs import (
     DataSourceName,
@@ -176,3 +178,56 @@ def test_create_db_asks_first_then_empties_and_remigrates(tmp_path: Path) -> Non
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM lti_type")).scalar() == 0
     engine.dispose()
+
+
+def counting_job(ctx: JobContext) -> list[DataSourceStatus]:
+    """Writes 2 media rows, makes 3 HTTP requests (one retried), logs a warning."""
+    import pandas as pd
+    from courseinv.db.publish import upsert_rows
+    from courseinv.http_client.session import RetryingSession, RetryPolicy
+    from courseinv.sandbox.httpserver import json_response
+
+    from tests.http_client.servers import TOKEN as HTTP_TOKEN
+    from tests.http_client.servers import ScriptedServer
+
+    with ScriptedServer() as server, RetryingSession(
+        headers={"Authorization": f"Bearer {HTTP_TOKEN}"},
+        policy=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02),
+    ) as session:
+        server.script("thing", [json_response({"error": "busy"}, 503)])
+        for i in (1, 2):
+            assert session.get_json(f"{server.url}/api/v1/things/{i}") == {"id": i}
+    ctx.log.warning("one thing to look at")
+    frame = pd.DataFrame(
+        {"id": ["1_a", "1_b"], "created_at": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+         "name": ["a", "b"], "duration": [1, 2]}
+    )
+    ctx.record_rows(upsert_rows(ctx.engine, {"mivideo_media_created": frame}))
+    return []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "mariadb", "postgres"], indirect=True)
+def test_job_run_counts_rows_warnings_and_requests(database_url: str, tmp_path: Path) -> None:
+    register_job("TEST_COUNT", counting_job)
+    try:
+        config = write_config(tmp_path, database_url, ["test_count", "test_fail"])
+        assert main(["run", "--config", str(config)]) == 1
+    finally:
+        unregister_job("TEST_COUNT")
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT job_name, status, rows_written, warnings, requests, details "
+                     "FROM job_run ORDER BY id")
+            ).all()
+    finally:
+        engine.dispose()
+    (count_name, count_status, written, warnings, requests, details), failed = rows
+    assert (count_name, count_status, written, warnings, requests) == (
+        "TEST_COUNT", "succeeded", 2, 2, 3,  # warnings: the retry's and the job's own
+    )
+    parsed = json.loads(details)
+    assert parsed["tables"] == {"mivideo_media_created": 2}
+    assert parsed["http"]["retries"] == 1
+    assert failed[:5] == ("TEST_FAIL", "failed", 0, 0, 0)
