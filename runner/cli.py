@@ -78,17 +78,36 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILED
 
 
-def cmd_sandbox(argv: list[str]) -> int:
-    from courseinv.sandbox.cli import main as sandbox_main
+SANDBOX_EXTRA_HINT = (
+    "the sandbox is a development extra: install it with "
+    "pip install 'course-inventory[sandbox]' (missing module: {module})"
+)
 
+def _sandbox_entry(module: str, func: str) -> Callable[[list[str]], int] | None:
+    """Import a sandbox entry point; None (after a one-line hint) when the extra is missing."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if not missing or missing == "courseinv":
+            raise  # a broken installation, not a missing extra
+        print(f"course-inventory: {SANDBOX_EXTRA_HINT.format(module=missing)}", file=sys.stderr)
+        return None
+
+
+def cmd_sandbox(argv: list[str]) -> int:
+    sandbox_main = _sandbox_entry("courseinv.sandbox.cli", "main")
+    if sandbox_main is None:
+        return EXIT_CONFIG
     setup_logging("INFO")
     return sandbox_main(argv)
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from courseinv.sandbox.demo import demo_main
-
-    return demo_main(argv)
+    demo_main = _sandbox_entry("courseinv.sandbox.demo", "demo_main")
+    return EXIT_CONFIG if demo_main is None else demo_main(argv)
 
 
 # Subcommands with their own argument parsers: everything after the name is theirs.
