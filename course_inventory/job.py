@@ -32,6 +32,7 @@ from courseinv.db.tables import course
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import HttpError
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from courseinv.runner.logs import in_words
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,13 +46,16 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         log.info(
             "%d course(s) already hold published_at: their audit logs are not read", len(known)
         )
+        ctx.phase("Canvas pull")
         pulled = pull_canvas(ctx.config, known, log)
         canvas_done = datetime.now(UTC)
+        ctx.phase("UDW section SIS ids")
         sis_ids = read_udw_sis_ids(warehouse, pulled.sections) if warehouse is not None else None
     finally:
         if warehouse is not None:
             warehouse.dispose()
 
+    ctx.phase("build and publish")
     tables = build_tables(pulled, known, sis_ids)
     ctx.record_rows(replace_tables(ctx.engine, tables))
     log.info("COURSE_INVENTORY: %s", ", ".join(f"{name} {len(f):,}" for name, f in tables.items()))
@@ -97,7 +101,7 @@ def pull_canvas(
             courses = canvas_pull.read_courses(canvas, account_id, term_ids)
             accounts = canvas_pull.read_accounts(canvas, (c["account_id"] for c in courses))
             details = list(canvas_pull.read_course_details(canvas, courses, published_known))
-            log.info("Canvas: %s", canvas.stats())
+            log.info("Canvas: %s", in_words(canvas.stats()))
     except HttpError as exc:
         raise JobError(f"Canvas: {exc}") from exc
     available = {int(c["id"]) for c in courses if c["workflow_state"] == "available"}

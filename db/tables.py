@@ -124,6 +124,8 @@ job_run = Table(
     Column("warnings", Integer),  # warnings logged by the job
     Column("requests", Integer),  # HTTP requests made
     Column("details", LongText),  # JSON: rows per table, HTTP statistics, phase timings
+    # Added by migration 0004: the run (one `course-inventory run`) it belonged to.
+    Column("run_id", String(40)),
 )
 
 data_source_status = Table(

@@ -46,9 +46,11 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     events_after = latest(ctx.engine, mivideo_media_started_hourly.c.event_time_utc_latest)
     events_after = events_after or start
     ctx.log.info("MIVIDEO: counting media started after %s (before today, UTC)", events_after)
+    ctx.phase("BigQuery events")
     hourly = fetch_media_started_hourly(config, ctx.env_dir, events_after, max_attempts=attempts)
     hourly = add_stored_counts(ctx.engine, hourly)
 
+    ctx.phase("Kaltura media")
     media_since = latest(ctx.engine, mivideo_media_created.c.created_at) or start
     ctx.log.info("MIVIDEO: listing Kaltura media created since %s", media_since)
     media, courses, requests = fetch_media(config, media_since, attempts)
@@ -63,6 +65,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         "mivideo_media_created": media,
         "mivideo_media_courses": courses,
     }
+    ctx.phase("publish")
     counts = upsert_rows(ctx.engine, frames)
     ctx.record_rows(counts)
     ctx.log.info("MIVIDEO: upserted %s", ", ".join(f"{n} {t}" for t, n in counts.items()))

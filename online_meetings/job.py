@@ -34,6 +34,7 @@ from courseinv.online_meetings.frames import (
 from courseinv.online_meetings.placements import Placement, find_placements, scope_courses
 from courseinv.online_meetings.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from courseinv.runner.logs import in_words
 from sqlalchemy import Engine, select
 
 
@@ -46,10 +47,12 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     if zoom_tool_id is not None and zoom_tool_id not in tool_ids:
         log.warning("ZOOM.LTI_TOOL_ID %s is not in lti_type: no Zoom placements", zoom_tool_id)
     try:
+        ctx.phase("Canvas placements and calendars")
         placements, calendars = read_canvas(config, tool_ids, zoom_tool_id, log)
         statuses = [DataSourceStatus(DataSourceName.CANVAS_LTI)]
         zoom: dict[int, MeetingInfo] = {}
         if zoom_config:
+            ctx.phase("Zoom meetings")
             zoom = lookup_zoom(config, zoom_config, calendars)
             statuses.append(DataSourceStatus(DataSourceName.ZOOM_API))
     except ZoomDailyLimit as exc:
@@ -57,6 +60,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     except (HttpError, ZoomError) as exc:
         raise JobError(str(exc)) from exc
 
+    ctx.phase("publish")
     frames = output_frames(placements, zoom_tool_id, calendars, zoom)
     ctx.record_rows(replace_tables(ctx.engine, frames))
     log.info(
@@ -114,7 +118,7 @@ def read_canvas(
             len(courses),
             len(placements),
             len(zoom_courses),
-            canvas.stats(),
+            in_words(canvas.stats()),
         )
     return placements, calendars
 

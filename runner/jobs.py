@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,28 @@ class JobContext:
     log: logging.Logger
     # Rows published per table by this run (the runner stores the total in job_run).
     rows_written: dict[str, int] = field(default_factory=dict)
+    # Phases timed by ``phase()``: {"name", "start_s" (since the job began), "seconds"}.
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _began: float = field(default_factory=time.monotonic, repr=False)
+    _open: dict[str, Any] | None = field(default=None, repr=False)
+
+    def phase(self, name: str) -> _PhaseScope:
+        """Start timing phase ``name`` now, ending the phase before it (for the run report).
+
+        Either one line, ``ctx.phase("Kaltura media")`` (it lasts until the next phase or
+        the end of the job), or a block, ``with ctx.phase("enrollments"): ...``.
+        """
+        self.end_phase()
+        self._open = {"name": name, "start_s": round(self._clock() - self._began, 3)}
+        return _PhaseScope(self, self._open)
+
+    def end_phase(self) -> None:
+        """Close the open phase, if any (the runner calls it when the job returns)."""
+        if self._open is not None:
+            elapsed = self._clock() - self._began - self._open["start_s"]
+            self.phases.append({**self._open, "seconds": round(max(0.0, elapsed), 3)})
+            self._open = None
 
     def record_rows(self, counts: Mapping[str, int]) -> None:
         """Note rows published per table (what ``replace_tables``/``upsert_rows`` return)."""
@@ -71,6 +94,20 @@ class JobContext:
             path = self.data_dir / f"{name}.csv"
             frame.to_csv(path, index=False)
             self.log.info("Wrote %s rows to %s", len(frame), path)
+
+
+class _PhaseScope:
+    """What ``JobContext.phase`` returns: a ``with`` block ends the phase on exit."""
+
+    def __init__(self, ctx: JobContext, opened: dict[str, Any]) -> None:
+        self._ctx, self._opened = ctx, opened
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx._open is self._opened:
+            self._ctx.end_phase()
 
 
 JobFunc = Callable[[JobContext], list[DataSourceStatus]]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from courseinv.config import Config
 from courseinv.db.engine import describe, output_engine, wait_for_db
@@ -18,7 +21,7 @@ from courseinv.db.migrate import migrate
 from courseinv.db.tables import data_source_status, job_run
 from courseinv.http_client.session import Stats, collect_stats
 from courseinv.runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
-from courseinv.runner.logs import redactor
+from courseinv.runner.logs import job_scope, redactor
 from sqlalchemy import Engine, insert, update
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class JobOutcome:
     rows_written: dict[str, int] = field(default_factory=dict)
     warnings: int = 0
     http: dict[str, int] = field(default_factory=dict)
+    run_id: str | None = None
 
 
 def utcnow() -> datetime:
@@ -51,8 +55,17 @@ def prepare_database(config: Config) -> Engine:
     return engine
 
 
-def run_jobs(config: Config, engine: Engine) -> list[JobOutcome]:
-    """Run every job of JOB_NAMES in order; a failing job does not stop the others."""
+def new_run_id() -> str:
+    """``20261130T021500Z-3f9a``: when the run started (UTC), and a tie-breaker."""
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def run_jobs(config: Config, engine: Engine, run_id: str | None = None) -> list[JobOutcome]:
+    """Run every job of JOB_NAMES in order; a failing job does not stop the others.
+
+    The attempts share ``run_id`` in ``job_run`` (the run report's name).
+    """
+    run_id = run_id or new_run_id()
     outcomes = []
     for name in config.job_names:
         ctx = JobContext(
@@ -62,11 +75,46 @@ def run_jobs(config: Config, engine: Engine) -> list[JobOutcome]:
             env_dir=config.env_dir,
             log=logging.getLogger(f"job.{name.lower()}"),
         )
-        outcomes.append(run_job(name, ctx))
-    for outcome in outcomes:
-        state = "succeeded" if outcome.succeeded else f"FAILED: {outcome.reason}"
-        log.info("Job %s %s (%.1f s)", outcome.name, state, outcome.seconds)
+        with job_scope(name):
+            outcomes.append(run_job(name, ctx, run_id))
     return outcomes
+
+
+def run_and_report(config: Config, engine: Engine) -> tuple[list[JobOutcome], Path | None]:
+    """Run the jobs, then write the HTML run report; returns the outcomes and its path."""
+    run_id = new_run_id()
+    log.info("Run %s: jobs %s", run_id, ", ".join(config.job_names))
+    outcomes = run_jobs(config, engine, run_id)
+    return outcomes, write_run_report(config, engine, run_id)
+
+
+def write_run_report(config: Config, engine: Engine, run_id: str) -> Path | None:
+    """Write ``DATA_DIR/reports/<run_id>.html`` and ``latest.html``; never fails the run."""
+    from courseinv.runner.report import write_report
+
+    try:
+        path = write_report(engine, run_id, config.data_dir() / "reports")
+    except Exception as exc:
+        log.warning("Could not write the run report: %s", _reason(exc), exc_info=True)
+        return None
+    log.info("Run report: %s", path, extra={"report": str(path)})
+    return path
+
+
+def summary_lines(outcomes: list[JobOutcome], report: Path | None) -> list[str]:
+    """The end-of-run summary for stdout: one line per job, then where the report is."""
+    width = max((len(o.name) for o in outcomes), default=0)
+    lines = []
+    for o in outcomes:
+        rows = sum(o.rows_written.values())
+        state = "ok    " if o.succeeded else "FAILED"
+        line = (
+            f"{o.name:<{width}}  {state}  {rows:>10,} rows  {o.seconds:>7.1f} s  "
+            f"{o.warnings:>3} warning(s)"
+        )
+        lines.append(line + (f"  {o.reason}" if o.reason else ""))
+    lines.append(f"report: {report}" if report else "report: not written (see the log)")
+    return lines
 
 
 class _WarningCounter(logging.Handler):
@@ -92,22 +140,23 @@ def _counting_warnings() -> Iterator[_WarningCounter]:
         root.removeHandler(counter)
 
 
-def run_job(name: str, ctx: JobContext) -> JobOutcome:
+def run_job(name: str, ctx: JobContext, run: str | None = None) -> JobOutcome:
     """Run one job, record its attempt and statuses; never raises for a job failure."""
     started = time.monotonic()
     log.info("Starting job %s", name)
     try:
-        run_id = _start_run(ctx.engine, name)
+        run_id = _start_run(ctx.engine, name, run)
     except Exception as exc:
         reason = f"cannot record the job run: {_reason(exc)}"
         log.error("Job %s failed: %s", name, reason)
-        return JobOutcome(name, False, time.monotonic() - started, reason)
+        return JobOutcome(name, False, time.monotonic() - started, reason, run_id=run)
     statuses: list[DataSourceStatus] | None = None
     reason: str | None = None
     with collect_stats() as http, _counting_warnings() as warnings:
         try:
             statuses = resolve_job(name)(ctx)
         except KeyboardInterrupt:
+            ctx.end_phase()
             _finish_run(ctx.engine, run_id, "failed", "interrupted", _counters(ctx, warnings, http))
             raise
         except JobError as exc:
@@ -116,12 +165,13 @@ def run_job(name: str, ctx: JobContext) -> JobOutcome:
         except Exception as exc:
             reason = _reason(exc)
             log.exception("Job %s failed: %s", name, reason)
+        ctx.end_phase()
     counters = _counters(ctx, warnings, http)
     succeeded = reason is None
     _finish_run(
         ctx.engine, run_id, "succeeded" if succeeded else "failed", reason, counters, statuses
     )
-    return JobOutcome(
+    outcome = JobOutcome(
         name,
         succeeded,
         time.monotonic() - started,
@@ -129,18 +179,32 @@ def run_job(name: str, ctx: JobContext) -> JobOutcome:
         rows_written=dict(ctx.rows_written),
         warnings=counters["warnings"],
         http=http.snapshot(),
+        run_id=run,
     )
+    fields = {"job_run_id": run_id, "rows_written": counters["rows_written"],
+              "warnings": outcome.warnings, "requests": counters["requests"],
+              "seconds": round(outcome.seconds, 3)}  # fmt: skip
+    if succeeded:  # a failure was logged above, with its reason, once
+        log.info("Job %s succeeded (%.1f s)", name, outcome.seconds, extra=fields)
+    return outcome
 
 
 def _counters(ctx: JobContext, warnings: _WarningCounter, http: Stats) -> dict:
-    """The job_run columns that say what the run did."""
+    """The job_run columns that say what the run did; ``details`` feeds the run report."""
     stats = http.snapshot()
+    details = {"tables": ctx.rows_written, "http": _http_details(http), "phases": ctx.phases}
     return {
         "rows_written": sum(ctx.rows_written.values()),
         "warnings": warnings.count,
         "requests": stats.get("requests", 0),
-        "details": json.dumps({"tables": ctx.rows_written, "http": stats}, sort_keys=True),
+        "details": json.dumps(details, sort_keys=True, default=str),
     }
+
+
+def _http_details(http: Any) -> dict[str, Any]:
+    """The richest HTTP record the collector offers (``as_dict()``), else its counters."""
+    as_dict = getattr(http, "as_dict", None)
+    return as_dict() if callable(as_dict) else http.snapshot()
 
 
 def _reason(exc: BaseException) -> str:
@@ -151,10 +215,11 @@ def _reason(exc: BaseException) -> str:
     return text[:REASON_MAX]
 
 
-def _start_run(engine: Engine, name: str) -> int:
+def _start_run(engine: Engine, name: str, run: str | None) -> int:
     with engine.begin() as conn:
         result = conn.execute(
             insert(job_run).values(
+                run_id=run,
                 job_name=name,
                 started_at=utcnow(),
                 status="running",
