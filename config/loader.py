@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -99,11 +100,20 @@ def load_config(
     raw = _apply_env_overrides(raw, env)
     schema = load_schema()
     _apply_defaults(raw, schema, schema)
+    _normalise(raw)
     problems = validate(raw, schema, job_names)
     if problems:
         raise ConfigError(config_path, problems)
     secrets = secret_values(raw, schema) + _key_file_secrets(raw, config_path.parent)
     return Config(data=_freeze(raw), path=config_path.resolve(), secrets=tuple(secrets))
+
+
+def _normalise(raw: dict[str, Any]) -> None:
+    """Forgivable spellings: a CANVAS_URL ending in ``/api/v1`` (the API root) loses it."""
+    canvas = raw.get("CANVAS")
+    url = canvas.get("CANVAS_URL") if isinstance(canvas, dict) else None
+    if isinstance(url, str):
+        canvas["CANVAS_URL"] = re.sub(r"(/api/v1)?/*$", "", url.strip(), flags=re.I)
 
 
 def _key_file_secrets(raw: Mapping[str, Any], env_dir: Path) -> list[str]:

@@ -244,20 +244,18 @@ def change(new: int | None, old: int | None) -> tuple[str, str]:
 
 
 def http_summary(details: Mapping[str, Any]) -> dict[str, Any]:
-    """Counters (requests, retries, throttled, gave_up, ...) from either details shape."""
-    http = details.get("http")
+    """Counters (requests, retries, throttled, gave_up, ...) of a run's ``details``."""
+    detail = details.get("http_detail")
+    totals = detail.get("totals") if isinstance(detail, dict) else None
+    http = totals if isinstance(totals, dict) else details.get("http")
     if not isinstance(http, dict):
         return {}
-    totals = http.get("totals")
-    return (
-        dict(totals)
-        if isinstance(totals, dict)
-        else {k: v for k, v in http.items() if isinstance(v, int | float)}
-    )
+    return {k: v for k, v in http.items() if isinstance(v, int | float)}
 
 
 def _http_block(r: RunRecord) -> str:
-    http = r.details.get("http") if isinstance(r.details.get("http"), dict) else {}
+    detail = r.details.get("http_detail")
+    detail = detail if isinstance(detail, dict) else {}
     counters = http_summary(r.details)
     out = ["<h3>HTTP requests</h3>"]
     if not counters:
@@ -265,7 +263,7 @@ def _http_block(r: RunRecord) -> str:
     names = ["requests", "retries", "throttled", "gave_up"]
     names += sorted(k for k in counters if k not in names)
     out.append(_table(names, [[_num(counters.get(n, 0)) for n in names]], "counters"))
-    by_endpoint = http.get("requests")
+    by_endpoint = detail.get("requests")
     if isinstance(by_endpoint, list) and by_endpoint:
         rows = sorted(by_endpoint, key=lambda e: (-int(e.get("count", 0)), str(e.get("endpoint"))))
         out.append(
@@ -285,9 +283,11 @@ def _http_block(r: RunRecord) -> str:
         )
     else:
         out.append("<p>Requests by endpoint and status were not recorded for this run.</p>")
-    series = http.get("rate_limit")
+    series = detail.get("rate_limit")
     drawn = {
-        api: points for api, points in (series or {}).items() if isinstance(points, list) and points
+        api: points
+        for api, points in (series if isinstance(series, dict) else {}).items()
+        if isinstance(points, list) and points
     }
     if drawn:
         out.append(

@@ -192,7 +192,10 @@ def run_job(name: str, ctx: JobContext, run: str | None = None) -> JobOutcome:
 def _counters(ctx: JobContext, warnings: _WarningCounter, http: Stats) -> dict:
     """The job_run columns that say what the run did; ``details`` feeds the run report."""
     stats = http.snapshot()
-    details = {"tables": ctx.rows_written, "http": _http_details(http), "phases": ctx.phases}
+    details = {"tables": ctx.rows_written, "http": stats, "phases": ctx.phases}
+    richer = _http_details(http)
+    if richer is not None:  # by API/endpoint and status, rate-limit room over time
+        details["http_detail"] = richer
     return {
         "rows_written": sum(ctx.rows_written.values()),
         "warnings": warnings.count,
@@ -201,10 +204,10 @@ def _counters(ctx: JobContext, warnings: _WarningCounter, http: Stats) -> dict:
     }
 
 
-def _http_details(http: Any) -> dict[str, Any]:
-    """The richest HTTP record the collector offers (``as_dict()``), else its counters."""
+def _http_details(http: Any) -> dict[str, Any] | None:
+    """The collector's full record (``as_dict()``: see ``http_client``), when it keeps one."""
     as_dict = getattr(http, "as_dict", None)
-    return as_dict() if callable(as_dict) else http.snapshot()
+    return as_dict() if callable(as_dict) else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -283,6 +283,8 @@ class BigQueryServer(SandboxServer):
         if query.get("useLegacySql", True) is not False:
             message = "The sandbox runs GoogleSQL only: set useLegacySql to false."
             return _error(400, "INVALID_ARGUMENT", "invalidQuery", message)
+        if config.get("dryRun"):
+            return self._dry_run(project, ref.get("location") or self.location, config, query)
         job = QueryJob(project, job_id, ref.get("location") or self.location, config,
                        int(time.time() * 1000), polls_until_done=self.polls_until_done)  # fmt: skip
         try:
@@ -294,6 +296,32 @@ class BigQueryServer(SandboxServer):
         with self._lock:
             self._jobs[(project, job_id)] = job
         return json_response(self._job_resource(job))
+
+    def _dry_run(
+        self, project: str, location: str, config: dict[str, Any], query: dict[str, Any]
+    ) -> Response:
+        """``dryRun``: check the query (tables, columns, parameters); no job is kept.
+
+        As BigQuery does, a query that cannot run is an HTTP error of ``jobs.insert``
+        itself (404 notFound for a missing table, 400 invalidQuery otherwise).
+        """
+        try:
+            self._run(query["query"], _parameters(query))
+        except BigQueryError as err:
+            status = 404 if err.reason == "notFound" else 400
+            return _error(status, "NOT_FOUND" if status == 404 else "INVALID_ARGUMENT",
+                          err.reason, err.message)  # fmt: skip
+        scanned = str(64 * max(1, len(self.store.events)))  # a plausible estimate
+        return json_response({
+            "kind": "bigquery#job",
+            "jobReference": {"projectId": project, "location": location},
+            "configuration": config,
+            "status": {"state": "DONE"},
+            "statistics": {"creationTime": str(int(time.time() * 1000)),
+                           "totalBytesProcessed": scanned,
+                           "query": {"totalBytesProcessed": scanned, "statementType": "SELECT",
+                                     "totalBytesProcessedAccuracy": "PRECISE"}},
+        })  # fmt: skip
 
     def _job_resource(self, job: QueryJob) -> dict[str, Any]:
         running = job.polls_until_done > 0
