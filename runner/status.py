@@ -337,13 +337,13 @@ def render_text(status: StatusReport) -> str:
     """The status for a terminal."""
     out = [f"course-inventory status  (now {_when(status.now)} UTC, database {status.database})"]
     out += ["", "Latest run per job:"]
+    if not status.latest:
+        out.append("  no runs recorded yet")
     if status.latest or status.never_ran:
         rows = [_run_row(r) for r in status.latest.values()]
         rows += [[name, "-", "never ran", "-", "-", "-", "-", "-", "-", ""]
                  for name in status.never_ran]  # fmt: skip
         out += _table(RUN_HEADER, rows)
-    else:
-        out.append("  no runs recorded yet")
     out += ["", f"Recent runs ({len(status.history)} shown, newest first):"]
     out += (
         _table(RUN_HEADER, [_run_row(r) for r in status.history])
@@ -362,6 +362,8 @@ def render_text(status: StatusReport) -> str:
     out += ["", f"Run report: {status.report or 'none yet'}"]
     if status.problems:
         out += ["", "PROBLEMS:", *(f"  - {p}" for p in status.problems)]
+    elif status.never_ran:
+        out += ["", f"OK so far: no failed run; never ran: {', '.join(status.never_ran)}"]
     else:
         out += ["", "OK: every configured job's latest run succeeded"]
     return "\n".join(out)

@@ -163,8 +163,8 @@ def test_create_db_asks_first_then_empties_and_remigrates(tmp_path: Path) -> Non
     engine = make_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO lti_type (canvas_id, des) VALUES (1, 'Zoom')"))
-    declined = run_cli(["create-db", "--config", str(config)], stdin="n\n")
-    assert declined.returncode == 1 and "Nothing changed" in declined.stdout
+    declined = run_cli(["create-db", "--config", str(config)], stdin="y\n")  # not a terminal
+    assert declined.returncode == 2 and "pass --yes" in declined.stderr
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM lti_type")).scalar() == 1
     wrapper = subprocess.run(  # the thin wrapper, confirmed with --yes
