@@ -128,10 +128,22 @@ def _print_summary(server: CanvasServer, inst: Institution, udw_path: Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if not argv or argv[0] != "serve":
-        print("usage: course-inventory sandbox serve [options]  (see --help)", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     return serve_main(argv[1:])
+
+
+USAGE = f"""usage: course-inventory sandbox serve [options]
+
+{BANNER}
+
+commands:
+  serve    serve a simulated institution through a fake Canvas API on 127.0.0.1
+           (course-inventory sandbox serve --help lists its options)"""
 
 
 if __name__ == "__main__":

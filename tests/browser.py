@@ -126,8 +126,14 @@ class Chromium:
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
-    def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The JSON value of ``expression`` (awaited when it is a promise)."""
+        result = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"evaluate failed: {result['exceptionDetails']}")
         return result["result"].get("value")

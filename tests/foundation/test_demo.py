@@ -12,12 +12,36 @@ def test_demo_runs_every_job_into_sqlite(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for job in ("COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS"):
-        assert f"job {job}" in out and "FAILED" not in out
+        line = next(line for line in out.splitlines() if line.strip().startswith(job))
+        assert " ok " in line and "rows" in line and "warning(s)" in line, line
+    assert "FAILED" not in out
     for table in ("enrollment", "mivideo_media_created", "lti_placement"):
         line = next(line for line in out.splitlines() if line.strip().startswith(table + " "))
         assert int(line.split()[-1].replace(",", "")) > 0, line
-    assert (tmp_path / "course_inventory.sqlite3").exists()
+    database = tmp_path / "course_inventory.sqlite3"
+    assert database.exists()
     assert "DEVELOPMENT SANDBOX" in out
+    assert f"database:    {database}" in out and "<database>" not in out
+    tables = [
+        line.split()[0]
+        for line in out.split("rows per table:")[1].split("requests made:")[0].splitlines()
+        if line.strip()
+    ]
+    assert tables == sorted(tables) and "enrollment" in tables  # a stable order
+    report = next(line for line in out.splitlines() if line.strip().startswith("run report:"))
+    assert Path(report.split(":", 1)[1].strip()).parent == tmp_path / "reports"
+    expected = next(line for line in out.splitlines() if "expected warnings" in line)
+    assert "course(s) without analytics in Canvas" in expected
+    assert "ADD_COURSE_IDS" not in result.stderr  # the demo's own config causes no warning
+    assert "analytics unavailable, skipped" not in result.stderr  # summarised in that one line instead
+    assert "WARNING" not in result.stderr, [
+        line for line in result.stderr.splitlines() if "WARNING" in line
+    ]
+
+
+def test_sandbox_help_through_main_command() -> None:
+    result = run_cli(["sandbox", "--help"])
+    assert result.returncode == 0 and "serve" in result.stdout and "DEVELOPMENT" in result.stdout
 
 
 def test_sandbox_serve_help_through_main_command() -> None:
