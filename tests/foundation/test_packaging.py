@@ -63,7 +63,8 @@ def test_wheel_holds_every_package_under_one_namespace(wheel: zipfile.ZipFile) -
     for name in migrations:
         assert f"courseinv/db/migrations/{name}" in names, f"migration {name} left out"
     for data in ("config/env_schema.hjson", "config/env_blank.hjson",
-                 "course_inventory/enrollments.graphql", "mivideo/media_started_hourly.sql"):
+                 "course_inventory/enrollments.graphql", "mivideo/media_started_hourly.sql",
+                 "runner/templates/report.html"):
         assert f"courseinv/{data}" in names, data
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "course-inventory = courseinv.runner.cli:main" in entry_points
