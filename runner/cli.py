@@ -235,6 +235,7 @@ SANDBOX_EXTRA_HINT = (
     "pip install 'course-inventory[sandbox]' (missing module: {module})"
 )
 
+
 def _sandbox_entry(module: str, func: str) -> Callable[[list[str]], int] | None:
     """Import a sandbox entry point; None (after a one-line hint) when the extra is missing."""
     import importlib

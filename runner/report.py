@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,9 @@ DROP_WARN = 0.5  # a table that lost half its rows (or more) since the previous 
 
 def write_report(engine: Engine, run_id: str, reports_dir: Path) -> Path:
     """Render the report of ``run_id``; write it and ``latest.html``; return its path."""
+    # matplotlib keeps its font cache under MPLCONFIGDIR (default ~/.config/matplotlib); a
+    # container user often has no writable home, so keep it beside the reports instead.
+    os.environ.setdefault("MPLCONFIGDIR", str(reports_dir / ".matplotlib"))
     runs = runs_of(engine, run_id)
     previous = {r.id: previous_success(engine, r) for r in runs}
     page = render_report(run_id, runs, previous, freshness(engine), describe(engine))

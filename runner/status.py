@@ -218,6 +218,20 @@ class StatusReport:
     sources: list[Freshness]
     problems: list[str]
     report: Path | None
+    reports_dir: Path | None = None
+
+    def run_report(self, record: RunRecord) -> Path | None:
+        """The HTML report of the run ``record`` belonged to, when it exists."""
+        if not record.run_id or self.reports_dir is None:
+            return None
+        from courseinv.runner.report import safe_name
+
+        path = self.reports_dir / f"{safe_name(record.run_id)}.html"
+        return path if path.exists() else None
+
+    def _run_json(self, record: RunRecord) -> dict[str, Any]:
+        report = self.run_report(record)
+        return {**record.as_json(), "report": str(report) if report else None}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -225,9 +239,9 @@ class StatusReport:
             "now": iso(self.now),
             "healthy": not self.problems,
             "problems": self.problems,
-            "latest": [r.as_json() for r in self.latest.values()],
+            "latest": [self._run_json(r) for r in self.latest.values()],
             "never_ran": self.never_ran,
-            "runs": [r.as_json() for r in self.history],
+            "runs": [self._run_json(r) for r in self.history],
             "sources": [s.as_json(self.now) for s in self.sources],
             "report": str(self.report) if self.report else None,
         }
@@ -257,7 +271,7 @@ def build_status(
     problems = _problems(latest, jobs, never, now, max_age)
     report = reports_dir / "latest.html"
     return StatusReport(database, now, latest, never, history, sources, problems,
-                        report if report.exists() else None)  # fmt: skip
+                        report if report.exists() else None, reports_dir)  # fmt: skip
 
 
 def _problems(

@@ -124,6 +124,11 @@ def test_status_after_success_and_after_a_failed_run(
     assert by_job["ST_FLAKY"]["reason"] == "Canvas refused token [REDACTED]"
     assert [s["source"] for s in data["sources"]] == ["CANVAS_API"]
     assert data["report"].endswith("latest.html")
+    assert (
+        by_job["ST_FLAKY"]["report"].endswith(".html")
+        and Path(by_job["ST_FLAKY"]["report"]).exists()
+    )
+    assert by_job["ST_FLAKY"]["report"] == by_job["ST_OK"]["report"]  # one report per run
 
     # --retry-failed reruns only the failed job; when nothing failed it does nothing
     (tmp_path / "data" / "broken").unlink()
