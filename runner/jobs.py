@@ -65,14 +65,16 @@ class JobContext:
         Either one line, ``ctx.phase("Kaltura media")`` (it lasts until the next phase or
         the end of the job), or a block, ``with ctx.phase("enrollments"): ...``.
         """
-        self.end_phase()
-        self._open = {"name": name, "start_s": round(self._clock() - self._began, 3)}
+        now = self._clock() - self._began
+        self.end_phase(now)
+        self._open = {"name": name, "start_s": round(now, 3)}
         return _PhaseScope(self, self._open)
 
-    def end_phase(self) -> None:
+    def end_phase(self, now: float | None = None) -> None:
         """Close the open phase, if any (the runner calls it when the job returns)."""
         if self._open is not None:
-            elapsed = self._clock() - self._began - self._open["start_s"]
+            now = self._clock() - self._began if now is None else now
+            elapsed = now - self._open["start_s"]
             self.phases.append({**self._open, "seconds": round(max(0.0, elapsed), 3)})
             self._open = None
 

@@ -112,7 +112,11 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def has_history(engine: Engine) -> bool:
-    """Whether the database has been migrated (``job_run`` exists)."""
+    """Whether the database has been migrated (``job_run`` exists); never creates a file."""
+    url = engine.url
+    file_db = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if file_db and not Path(str(url.database)).exists():
+        return False
     return inspect(engine).has_table(job_run.name)
 
 

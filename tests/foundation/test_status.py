@@ -188,6 +188,25 @@ def test_status_of_an_empty_database(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "no runs recorded yet" in out and "never ran" in out
     assert main(["--config", config, "status", "--max-age", "1d"]) == 1
+    assert not (tmp_path / "new.sqlite3").exists()  # status only reads: it creates nothing
+
+
+def test_phase_timer() -> None:
+    import logging
+
+    clock = iter([1.0, 3.0, 3.5, 10.0, 12.0]).__next__
+    ctx = JobContext(config={}, engine=None, data_dir=Path("."), env_dir=Path("."),  # type: ignore[arg-type]
+                     log=logging.getLogger("t"), _clock=clock, _began=0.0)  # fmt: skip
+    ctx.phase("first")  # 1.0 .. 3.0 (ended by the next phase)
+    with ctx.phase("second"):  # 3.0 .. 3.5
+        pass
+    ctx.phase("third")  # 10.0 .. 12.0 (ended by the runner)
+    ctx.end_phase()
+    assert ctx.phases == [
+        {"name": "first", "start_s": 1.0, "seconds": 2.0},
+        {"name": "second", "start_s": 3.0, "seconds": 0.5},
+        {"name": "third", "start_s": 10.0, "seconds": 2.0},
+    ]
 
 
 def test_run_jobs_option_overrides_job_names(
