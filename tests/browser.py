@@ -46,6 +46,7 @@ class Chromium:
                 "--headless",
                 "--no-sandbox",  # CI runs as root
                 "--disable-gpu",
+                "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--disable-extensions",
