@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,16 +12,79 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
 SQLITE_FILE = "course_inventory.sqlite3"
 
+# URL driver name -> the DBAPI module it imports. Only drivers the bulk paths support.
+SUPPORTED_DRIVERS = {
+    "mysql+pymysql": "pymysql",
+    "postgresql": "psycopg2",
+    "postgresql+psycopg2": "psycopg2",
+    "sqlite": "sqlite3",
+    "sqlite+pysqlite": "sqlite3",
+}
+SUPPORTED_URL_FORMS = (
+    "mysql+pymysql://USER:PASSWORD@HOST:3306/DBNAME",
+    "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DBNAME",
+    "sqlite:////ABSOLUTE/PATH/FILE.sqlite3",
+)
+
+# Connection failures that can get better by waiting: the server is not listening yet,
+# its name does not resolve yet, it is starting or shutting down, or it is full.
+# PyMySQL error codes: 2003 cannot connect (refused, DNS), 2002 socket, 2005 unknown host,
+# 2006/2013 gone away / lost, 1040 too many connections, 1053 server shutdown.
+TRANSIENT_MYSQL_CODES = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013})
+TRANSIENT_TEXT = (
+    "connection refused",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "not yet accepting connections",
+    "too many clients already",
+    "server closed the connection unexpectedly",
+    "timeout expired",
+    "database is locked",
+)
+
 
 class DatabaseUnavailable(Exception):
     """The database did not accept connections within the wait limit."""
+
+
+class DatabaseRefused(DatabaseUnavailable):
+    """The database answered with a failure that waiting cannot fix (login, name, grants)."""
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not a database URL the project can use, or None.
+
+    The message never quotes the URL (it may hold a password); it lists the URL forms
+    that work.
+    """
+    forms = "; supported URL forms: " + ", ".join(SUPPORTED_URL_FORMS)
+    try:
+        url = make_url(value)
+        url.port  # noqa: B018 - parses the port, raising ValueError when not a number
+    except (ArgumentError, ValueError):
+        return "expected a database URL" + forms
+    driver = url.drivername
+    if driver not in SUPPORTED_DRIVERS:
+        named = re.fullmatch(r"[a-z0-9_]{1,20}(\+[a-z0-9_]{1,20})?", driver)
+        what = f"unsupported database driver {driver!r}" if named else "unsupported driver"
+        if driver == "mysql":
+            what += " (mysql:// means the MySQLdb driver, which is not supported)"
+        return what + forms
+    module = SUPPORTED_DRIVERS[driver]
+    if importlib.util.find_spec(module) is None:
+        return f"the database driver {module} is not installed" + forms
+    return None
 
 
 def database_url(
@@ -116,7 +181,13 @@ def describe(engine: Engine) -> str:
 
 
 def wait_for_db(engine: Engine, timeout_s: float, *, interval_s: float = 2.0) -> None:
-    """Return once ``SELECT 1`` succeeds; raise ``DatabaseUnavailable`` after ``timeout_s``."""
+    """Return once ``SELECT 1`` succeeds.
+
+    Waits (up to ``timeout_s``) only while the failure can get better: connection
+    refused, host name not resolving yet, server starting. A failure waiting cannot fix
+    (wrong password, unknown database or user, missing grant) raises ``DatabaseRefused``
+    at once; running out of time raises ``DatabaseUnavailable``.
+    """
     deadline = time.monotonic() + timeout_s
     attempt = 0
     while True:
@@ -125,8 +196,14 @@ def wait_for_db(engine: Engine, timeout_s: float, *, interval_s: float = 2.0) ->
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return
-        except OperationalError as exc:
+        except DBAPIError as exc:
             reason = _short_reason(exc)
+            if not is_transient(exc):
+                raise DatabaseRefused(
+                    f"database {describe(engine)} refused the connection: {reason} "
+                    "(not retried: check the user, password, database name and grants "
+                    "in INVENTORY_DB)"
+                ) from None
             if time.monotonic() + interval_s > deadline:
                 raise DatabaseUnavailable(
                     f"database {describe(engine)} not reachable after {timeout_s:.0f} s "
@@ -136,6 +213,16 @@ def wait_for_db(engine: Engine, timeout_s: float, *, interval_s: float = 2.0) ->
             time.sleep(interval_s)
 
 
-def _short_reason(exc: OperationalError) -> str:
+def is_transient(exc: DBAPIError) -> bool:
+    """Whether a connection failure may go away by waiting (see ``TRANSIENT_TEXT``)."""
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and orig.__class__.__module__.startswith("pymysql"):
+        return args[0] in TRANSIENT_MYSQL_CODES
+    message = str(orig if orig is not None else exc).lower()
+    return any(marker in message for marker in TRANSIENT_TEXT)
+
+
+def _short_reason(exc: DBAPIError) -> str:
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).strip().splitlines()[0][:200]
