@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,7 +38,15 @@ class Redactor:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats the record (message, arguments and traceback), then redacts secrets."""
+    """Formats the record (message, arguments and traceback), then redacts secrets.
+
+    Times are UTC in ISO 8601 with a ``Z`` (``2026-03-12T02:30:00.123Z``), the zone
+    ``job_run`` times are stored in.
+    """
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
 
     def __init__(self, redactor: Redactor, fmt: str = FORMAT) -> None:
         super().__init__(fmt)
