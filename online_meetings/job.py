@@ -1,13 +1,17 @@
 """The ONLINE_MEETINGS job: LTI tool placements per course and their Zoom meetings.
 
-1. ``lti_type`` is upserted from ``LTI_TOOLS`` (tools already there stay).
+1. ``lti_type``: the stored tools with ``LTI_TOOLS`` merged in (a configured tool
+   replaces the stored row of its id; tools already there stay).
 2. Courses in scope (available courses of the terms plus ``ADD_COURSE_IDS``) → their
    navigation tabs → ``lti_placement`` for every visible tab of a tool in ``lti_type``.
 3. With ``ZOOM`` configured: the calendar events of every course showing the Zoom tool
    → Zoom meeting numbers in join URLs → host and status from Zoom's REST API
    → ``lti_zoom_meeting``.
-4. ``lti_placement`` and ``lti_zoom_meeting`` are replaced together, atomically; a run
-   that fails before that (e.g. Zoom's daily limit) leaves both as they were.
+4. ``lti_type``, ``lti_placement`` and ``lti_zoom_meeting`` are replaced together in
+   one atomic publish, after every source was read: a run that fails anywhere (e.g.
+   Zoom's daily limit) leaves all three as they were.
+
+An empty ``LTI_TOOLS`` is a config error for this job (it would empty the placements).
 
 Only documented APIs are used: no LTI launch pages are scraped.
 """
@@ -16,11 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from courseinv.db.publish import replace_tables, upsert_rows
+from courseinv.db.publish import replace_tables
 from courseinv.db.tables import lti_type
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import HttpError
@@ -42,7 +46,9 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     config, log = ctx.config, ctx.log
     zoom_config: Mapping[str, Any] | None = config.get("ZOOM")
     zoom_tool_id = int(zoom_config["LTI_TOOL_ID"]) if zoom_config else None
-    tools = publish_lti_types(ctx.engine, config.get("LTI_TOOLS") or [])
+    if not config.get("LTI_TOOLS"):
+        raise JobError("LTI_TOOLS is empty: no tool to report on; the tables were kept")
+    tools = merged_lti_types(ctx.engine, config["LTI_TOOLS"])
     tool_ids = {int(t) for t in tools["canvas_id"]}
     if zoom_tool_id is not None and zoom_tool_id not in tool_ids:
         log.warning("ZOOM.LTI_TOOL_ID %s is not in lti_type: no Zoom placements", zoom_tool_id)
@@ -56,12 +62,12 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
             zoom = lookup_zoom(config, zoom_config, calendars)
             statuses.append(DataSourceStatus(DataSourceName.ZOOM_API))
     except ZoomDailyLimit as exc:
-        raise JobError(f"{exc} lti_placement and lti_zoom_meeting were left unchanged.") from exc
+        raise JobError(f"{exc} The ONLINE_MEETINGS tables were left unchanged.") from exc
     except (HttpError, ZoomError) as exc:
         raise JobError(str(exc)) from exc
 
     ctx.phase("publish")
-    frames = output_frames(placements, zoom_tool_id, calendars, zoom)
+    frames = {"lti_type": tools, **output_frames(placements, zoom_tool_id, calendars, zoom)}
     ctx.record_rows(replace_tables(ctx.engine, frames))
     log.info(
         "ONLINE_MEETINGS: %d placement(s), %d Zoom meeting row(s) by status %s",
@@ -69,17 +75,22 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         len(frames["lti_zoom_meeting"]),
         dict(Counter(frames["lti_zoom_meeting"]["status"])),
     )
-    ctx.write_csvs({"lti_type": tools, **frames})
+    ctx.write_csvs(frames)
     return statuses
 
 
-def publish_lti_types(engine: Engine, tools: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Upsert the configured tools; return the whole ``lti_type`` table."""
-    if tools:
-        upsert_rows(engine, {"lti_type": lti_type_frame(tools)})
+def merged_lti_types(engine: Engine, tools: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The stored ``lti_type`` rows with the configured tools merged in (config wins).
+
+    Nothing is written here: the result is published with the placements.
+    """
+    configured = lti_type_frame(tools)
     with engine.connect() as conn:
         rows = conn.execute(select(lti_type).order_by(lti_type.c.canvas_id)).all()
-    return pd.DataFrame(rows, columns=LTI_TYPE_COLUMNS)
+    stored = pd.DataFrame(rows, columns=LTI_TYPE_COLUMNS).astype({"canvas_id": "int64"})
+    kept = stored[~stored["canvas_id"].isin(configured["canvas_id"])]
+    merged = pd.concat([kept, configured], ignore_index=True) if len(kept) else configured
+    return merged.sort_values("canvas_id", ignore_index=True)
 
 
 def output_frames(

@@ -204,24 +204,10 @@ def in_scope(sb: Sandbox, course_id: int) -> bool:
     return course.workflow_state == "available" or course_id in sb.add_course_ids
 
 
-@pytest.mark.mariadb
-def test_tables_equal_ground_truth_mariadb(
-    sandbox: Sandbox, mariadb_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_tables_equal_ground_truth(
+    sandbox: Sandbox, any_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    check_full_run(sandbox, mariadb_engine, tmp_path, caplog)
-
-
-@pytest.mark.postgres
-def test_tables_equal_ground_truth_postgres(
-    sandbox: Sandbox, postgres_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    check_full_run(sandbox, postgres_engine, tmp_path, caplog)
-
-
-def test_tables_equal_ground_truth_sqlite(
-    sandbox: Sandbox, sqlite_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    check_full_run(sandbox, sqlite_engine, tmp_path, caplog)
+    check_full_run(sandbox, any_engine, tmp_path, caplog)
 
 
 @pytest.mark.mariadb
@@ -297,9 +283,8 @@ def test_daily_limit_fails_job_and_keeps_previous_rows(
     assert sandbox.zoom.log.count(status=429) >= 1
     assert sandbox.zoom.log.count("meetings") < before["lti_zoom_meeting"]["meeting_id"].nunique()
     after = read_tables(mariadb_engine)
-    for name in ("_raw_placements", "_raw_meetings"):
+    for name in ("lti_type", "_raw_placements", "_raw_meetings"):  # the renaming too
         pd.testing.assert_frame_equal(after[name], before[name])
-    assert set(after["lti_type"]["des"]) == {t["des"] for t in renamed} | {PREVIOUS_TOOL["des"]}
     with mariadb_engine.connect() as conn:
         last = conn.execute(select(job_run).order_by(job_run.c.id.desc())).mappings().first()
     assert last is not None and last["status"] == "failed"
@@ -308,12 +293,45 @@ def test_daily_limit_fails_job_and_keeps_previous_rows(
         assert secret not in output
 
 
-def test_daily_limit_raises_job_error(
+def test_daily_limit_raises_job_error_and_writes_nothing(
     sandbox: Sandbox, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     sandbox.zoom.daily_limit = 0
     with pytest.raises(JobError, match=r"daily rate limit.*left unchanged"):
         run(make_context(sandbox, sqlite_engine, tmp_path))
     assert sandbox.zoom.log.count(status=429) >= 1
-    with sqlite_engine.connect() as conn:
-        assert len(conn.execute(select(lti_type)).all()) == len(sandbox.lti_tools)
+    for name, frame in read_tables(sqlite_engine).items():
+        assert frame.empty, name  # not even lti_type: all three publish together
+
+
+def test_configured_tool_replaces_its_stored_row_and_others_stay(
+    sandbox: Sandbox, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    seed_previous_tool(sqlite_engine)
+    renamed = {**sandbox.lti_tools[0], "des": "Renamed tool", "rpt_group_nm": "Group B"}
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(lti_type), [{**renamed, "des": "Stale name"}])
+    run(make_context(sandbox, sqlite_engine, tmp_path, zoom=False, LTI_TOOLS=[renamed]))
+    stored = read_tables(sqlite_engine)["lti_type"]
+    assert normalise(stored) == sorted(
+        [
+            (renamed["canvas_id"], "Renamed tool", "Group B"),
+            tuple(PREVIOUS_TOOL.values()),
+        ]
+    )
+
+
+def test_empty_lti_tools_is_a_config_error_and_keeps_the_tables(
+    sandbox: Sandbox, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    run(make_context(sandbox, sqlite_engine, tmp_path))
+    before = read_tables(sqlite_engine)
+    config = json.loads((tmp_path / "env.hjson").read_text(encoding="utf-8"))
+    config["LTI_TOOLS"] = []
+    (tmp_path / "env.hjson").write_text(json.dumps(config), encoding="utf-8")
+    result = run_cli(["run", "--config", str(tmp_path / "env.hjson")])
+    assert result.returncode == 2
+    assert "LTI_TOOLS: job ONLINE_MEETINGS needs at least one entry" in result.stderr
+    after = read_tables(sqlite_engine)
+    for name in ("lti_type", "_raw_placements", "_raw_meetings"):
+        pd.testing.assert_frame_equal(after[name], before[name])
