@@ -28,14 +28,6 @@ COURSE_COLUMNS = [
     "workflow_state",
 ]
 SECTION_COLUMNS = ["canvas_id", "sis_id", "name", "course_id"]
-ENROLLMENT_COLUMNS = [
-    "canvas_id",
-    "course_id",
-    "course_section_id",
-    "user_id",
-    "workflow_state",
-    "role_type",
-]
 USAGE_COLUMNS = ["course_id", "date", "views", "participations"]
 
 

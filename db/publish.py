@@ -114,7 +114,7 @@ def upsert_rows(engine: Engine, frames: Mapping[str, pd.DataFrame]) -> dict[str,
             frame = frames[table.name]
             for start in range(0, len(frame), UPSERT_CHUNK_ROWS):
                 rows = _records(table, frame.iloc[start : start + UPSERT_CHUNK_ROWS])
-                conn.execute(_upsert_statement(conn, table, list(frame.columns)), rows)
+                conn.execute(_upsert_statement(conn, table), rows)
             counts[table.name] = len(frame)
     return counts
 
@@ -497,7 +497,7 @@ def _conflict_columns(table: Table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
-def _upsert_statement(conn: Connection, table: Table, frame_columns: list[str]) -> Any:
+def _upsert_statement(conn: Connection, table: Table) -> Any:
     key = _conflict_columns(table)
     surrogate = _surrogate_id(table)
     update = [
