@@ -115,16 +115,17 @@ def write_config(tmp_path: Path, url: str) -> Path:
 def assert_fails_at_once(
     tmp_path: Path, url: str, password: str | None, *needles: str
 ) -> None:
-    """``course-inventory run`` gives up in < 5 s (DB_WAIT_SECONDS is 60), saying why."""
-    started = time.monotonic()
+    """``course-inventory run`` gives up after one attempt (DB_WAIT_SECONDS is 60), saying why.
+
+    Every retry would log "Waiting for database" first; there is none.
+    """
     result = run_cli(["run", "--config", str(write_config(tmp_path, url))])
-    elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr
-    assert elapsed < 5, f"took {elapsed:.1f} s: {result.stderr}"
     assert "refused the connection" in result.stderr and "not retried" in result.stderr
     for needle in needles:
         assert needle in result.stderr
     assert "Waiting for database" not in result.stderr
+    assert "not reachable after" not in result.stderr
     if password:
         assert password not in result.stdout + result.stderr
 
@@ -226,10 +227,10 @@ def test_refused_and_unknown_host_are_retried_until_the_limit(url: str, reason: 
     engine = make_engine(url)
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable) as info:
-        wait_for_db(engine, 1.0, interval_s=0.2)
+        wait_for_db(engine, 2.0, interval_s=0.2)
     engine.dispose()
     assert not isinstance(info.value, DatabaseRefused)
-    assert time.monotonic() - started >= 0.8  # it waited
-    assert "not reachable after 1 s" in str(info.value) and reason in str(info.value)
+    assert time.monotonic() - started >= 1.8  # it waited
+    assert "not reachable after 2 s" in str(info.value) and reason in str(info.value)
     attempts = int(str(info.value).split("(", 1)[1].split(" attempts")[0])
     assert attempts >= 2
