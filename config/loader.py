@@ -118,12 +118,9 @@ def load_config(
     _apply_defaults(raw, schema, schema)
     _normalise(raw)
     problems += validate(raw, schema, job_names, from_env)
-    key, key_problem = _read_key_file(raw, config_path.parent)
-    if key_problem and not problems and "MIVIDEO" in _listed_jobs(raw):
-        problems.append(f"MIVIDEO.udp_service_account_json_filename: {key_problem}")
     if problems:
         raise ConfigError(config_path, _scrub(problems, raw, schema))
-    secrets = secret_values(raw, schema) + _key_file_secrets(key)
+    secrets = secret_values(raw, schema) + _key_file_secrets(raw, config_path.parent)
     return Config(data=_freeze(raw), path=config_path.resolve(), secrets=tuple(secrets))
 
 
@@ -157,39 +154,16 @@ def _all_url_passwords(raw: Any) -> list[str]:
     return []
 
 
-def _listed_jobs(raw: Mapping[str, Any]) -> set[str]:
-    jobs = raw.get("JOB_NAMES")
-    return {j.upper() for j in jobs if isinstance(j, str)} if isinstance(jobs, list) else set()
-
-
-def _read_key_file(raw: Mapping[str, Any], env_dir: Path) -> tuple[dict[str, Any] | None, str]:
-    """The BigQuery service-account key (MIVIDEO), or why it cannot be used.
-
-    The reason names the file, never its contents.
-    """
-    section = raw.get("MIVIDEO")
-    name = section.get("udp_service_account_json_filename") if isinstance(section, dict) else None
-    if not isinstance(name, str) or not name:
-        return None, ""
-    path = env_dir / name
-    try:
-        key = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, f"file not found: {path} (file names are resolved under ENV_DIR)"
-    except OSError as exc:
-        return None, f"cannot read {path}: {exc.strerror}"
-    except ValueError:
-        return None, f"{path} is not a JSON service-account key file"
-    if not isinstance(key, dict) or not {"private_key", "client_email"} <= set(key):
-        return None, f"{path} is not a service-account key (no private_key and client_email)"
-    return key, ""
-
-
-def _key_file_secrets(key: Mapping[str, Any] | None) -> list[str]:
+def _key_file_secrets(raw: Mapping[str, Any], env_dir: Path) -> list[str]:
     """The private key (and its id) inside the BigQuery service-account key file."""
-    if key is None:
+    name = (raw.get("MIVIDEO") or {}).get("udp_service_account_json_filename")
+    if not name:
         return []
-    values = [key.get("private_key"), key.get("private_key_id")]
+    try:
+        key = json.loads((env_dir / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # the MIVIDEO job reports a missing or broken key file itself
+    values = [key.get("private_key"), key.get("private_key_id")] if isinstance(key, dict) else []
     out = [v for v in values if isinstance(v, str) and v]
     # Each line of a PEM key is a secret too, should the key be logged wrapped.
     for v in list(out):

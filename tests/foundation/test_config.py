@@ -214,29 +214,6 @@ def test_problems_name_the_key_and_quote_only_harmless_values(
     assert problems_of(tmp_path, VALID.replace(old, new)) == expected
 
 
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        ('{"private_key": "-----BEGIN x-canary-1', "is not a JSON service-account key file"),
-        ('{"private_key_id": "x-canary-1"}', "is not a service-account key (no private_key"),
-    ],
-)
-def test_unusable_key_file_of_a_listed_mivideo_is_a_config_error(
-    tmp_path: Path, content: str, problem: str
-) -> None:
-    (tmp_path / "k.json").write_text(content, encoding="utf-8")
-    text = VALID.replace('JOB_NAMES: ["course_inventory"]', 'JOB_NAMES: ["mivideo"]\n' + (
-        MIVIDEO_BAD_DATE.replace("last tuesday", "2024-01-01T00:00:00Z")
-    ))  # fmt: skip
-    problems = problems_of(tmp_path, text)
-    assert len(problems) == 1, problems
-    assert problems[0].startswith(f"MIVIDEO.udp_service_account_json_filename: {tmp_path}/k.json ")
-    assert problem in problems[0] and "x-canary-1" not in problems[0]
-    # Not listed, MIVIDEO's key file is not needed: no problem.
-    load_config(write(tmp_path, VALID.replace(DB_ENTRY, DB_ENTRY + "\n" + MIVIDEO_BAD_DATE.replace(
-        "last tuesday", "2024-01-01T00:00:00Z"))), environ={}, job_names=job_names())  # fmt: skip
-
-
 def test_bad_hjson_syntax_names_the_line(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, "{\n  JOB_NAMES: [\n")
     assert len(problems) == 1 and problems[0].startswith("invalid HJSON at line 3")
@@ -310,15 +287,6 @@ CLI_CASES = {
         VALID.replace("tok-123456789", CANARY).encode("utf-8").replace(b"a comment", b"\xff\xfe"),
         {},
         "the config file is not UTF-8 text (byte 0xff on line 3)",
-    ),
-    "mivideo-key-file-missing": (
-        (
-            'JOB_NAMES: ["course_inventory"]',
-            'JOB_NAMES: ["mivideo"]\n'
-            + MIVIDEO_BAD_DATE.replace("last tuesday", "2024-01-01T00:00:00Z"),
-        ),
-        {"MIVIDEO__kaltura_user_secret": CANARY},
-        "MIVIDEO.udp_service_account_json_filename: file not found: ",
     ),
     "hjson-syntax": (
         ("CANVAS_TERM_IDS: [10, 11]", "CANVAS_TERM_IDS: [10, 11"),
