@@ -27,7 +27,6 @@ import pandas as pd
 from courseinv.course_inventory import canvas_pull, frames, udw
 from courseinv.course_inventory.canvas_pull import CourseDetails, Section
 from courseinv.db.engine import udw_engine
-from courseinv.db.publish import replace_tables
 from courseinv.db.tables import course
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import HttpError
@@ -57,7 +56,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
 
     ctx.phase("build and publish")
     tables = build_tables(pulled, known, sis_ids)
-    ctx.record_rows(replace_tables(ctx.engine, tables))
+    ctx.replace_tables(tables)
     log.info("COURSE_INVENTORY: %s", ", ".join(f"{name} {len(f):,}" for name, f in tables.items()))
     ctx.write_csvs(tables)
     statuses = [DataSourceStatus(DataSourceName.CANVAS_API, canvas_done)]

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from courseinv.db.publish import replace_tables
 from courseinv.db.tables import lti_type
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import HttpError
@@ -68,7 +67,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
 
     ctx.phase("publish")
     frames = {"lti_type": tools, **output_frames(placements, zoom_tool_id, calendars, zoom)}
-    ctx.record_rows(replace_tables(ctx.engine, frames))
+    ctx.replace_tables(frames)
     log.info(
         "ONLINE_MEETINGS: %d placement(s), %d Zoom meeting row(s) by status %s",
         len(frames["lti_placement"]),

@@ -51,23 +51,34 @@ def package_version() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from courseinv.runner.run import prepare_database, run_and_report, summary_lines
+    from courseinv.runner.run import (
+        Terminated,
+        prepare_database,
+        run_and_report,
+        summary_lines,
+        terminate_on_signals,
+    )
 
     config = _load(args)
     if args.jobs is not None:
         config = select_jobs(config, args.jobs)
-    engine = prepare_database(config)
     try:
-        if args.retry_failed:
-            failed = failed_jobs(engine, config.job_names)
-            if not failed:
-                print("Nothing to retry: the latest run of every selected job succeeded.")
-                return EXIT_OK
-            log.info("Retrying the jobs whose latest run failed: %s", ", ".join(failed))
-            config = dataclasses.replace(config, data=_with_jobs(config, failed))
-        outcomes, report = run_and_report(config, engine)
-    finally:
-        engine.dispose()
+        with terminate_on_signals():
+            engine = prepare_database(config)
+            try:
+                if args.retry_failed:
+                    failed = failed_jobs(engine, config.job_names)
+                    if not failed:
+                        print("Nothing to retry: the latest run of every selected job succeeded.")
+                        return EXIT_OK
+                    log.info("Retrying the jobs whose latest run failed: %s", ", ".join(failed))
+                    config = dataclasses.replace(config, data=_with_jobs(config, failed))
+                outcomes, report = run_and_report(config, engine, allow_shrink=args.allow_shrink)
+            finally:
+                engine.dispose()
+    except Terminated as exc:
+        print(f"course-inventory: {exc}", file=sys.stderr)
+        return exc.exit_code
     print("\n".join(summary_lines(outcomes, report)), flush=True)
     return EXIT_OK if all(o.succeeded for o in outcomes) else EXIT_FAILED
 
@@ -119,6 +130,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--retry-failed",
         action="store_true",
         help="run only those of the selected jobs whose latest run failed (exit 0 when none)",
+    )
+    p.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="publish tables even if they become empty or lose more rows than "
+        "MAX_SHRINK_FRACTION (this run only)",
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas and SQLAlchemy load only when a job runs
     import pandas as pd
+    from courseinv.db.publish import PublishPolicy
     from sqlalchemy import Engine
 
 
@@ -51,8 +52,12 @@ class JobContext:
     data_dir: Path  # CSV output folder (DATA_DIR)
     env_dir: Path  # folder of the config file; key files are resolved under it
     log: logging.Logger
+    # How careful replaces are (shrink limit, lock waits); None: from the config.
+    publish_policy: PublishPolicy | None = None
     # Rows published per table by this run (the runner stores the total in job_run).
     rows_written: dict[str, int] = field(default_factory=dict)
+    # True once a replace has swapped its tables in: the run's data is live.
+    published: bool = False
     # Phases timed by ``phase()``: {"name", "start_s" (since the job began), "seconds"}.
     phases: list[dict[str, Any]] = field(default_factory=list)
     _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
@@ -78,6 +83,18 @@ class JobContext:
             self.phases.append({**self._open, "seconds": round(max(0.0, elapsed), 3)})
             self._open = None
 
+    def replace_tables(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+        """Publish ``frames`` atomically (``db.publish.replace_tables``) under this run's
+        policy; rows are noted the moment the swap commits, before any cleanup."""
+        from courseinv.db.publish import PublishPolicy, replace_tables
+
+        def swapped(counts: Mapping[str, int]) -> None:
+            self.published = True
+            self.record_rows(counts)
+
+        policy = self.publish_policy or PublishPolicy.from_config(self.config)
+        return replace_tables(self.engine, frames, policy=policy, on_swapped=swapped)
+
     def record_rows(self, counts: Mapping[str, int]) -> None:
         """Note rows published per table (what ``replace_tables``/``upsert_rows`` return)."""
         for table, rows in counts.items():
@@ -88,14 +105,21 @@ class JobContext:
         return bool(self.config.get("CREATE_CSVS", False))
 
     def write_csvs(self, frames: Mapping[str, pd.DataFrame]) -> None:
-        """Write each frame as ``<data_dir>/<name>.csv`` when CREATE_CSVS is on."""
+        """Write each frame as ``<data_dir>/<name>.csv`` when CREATE_CSVS is on.
+
+        Called after the tables were published: a failure is a warning with its reason
+        (the published tables stand), never a failure of the job.
+        """
         if not self.create_csvs:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for name, frame in frames.items():
-            path = self.data_dir / f"{name}.csv"
-            frame.to_csv(path, index=False)
-            self.log.info("Wrote %s rows to %s", len(frame), path)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            for name, frame in frames.items():
+                path = self.data_dir / f"{name}.csv"
+                frame.to_csv(path, index=False)
+                self.log.info("Wrote %s rows to %s", len(frame), path)
+        except Exception as exc:
+            self.log.warning("CSV export failed (the tables were published all the same): %s", exc)
 
 
 class _PhaseScope:

@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,17 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from courseinv.config import Config
+from courseinv.db import interrupts
 from courseinv.db.engine import describe, output_engine, wait_for_db
+from courseinv.db.locks import LockBusy, job_lock
 from courseinv.db.migrate import migrate
+from courseinv.db.publish import PublishPolicy
 from courseinv.db.tables import data_source_status, job_run
 from courseinv.http_client.session import Stats, collect_stats
 from courseinv.runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
 from courseinv.runner.logs import job_scope, redactor
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 
 log = logging.getLogger(__name__)
 
 REASON_MAX = 1000
+DEFAULT_LOCK_WAIT_S = 60
+FINISH_ATTEMPTS = 3
+FINISH_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,12 +68,17 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
-def run_jobs(config: Config, engine: Engine, run_id: str | None = None) -> list[JobOutcome]:
+def run_jobs(
+    config: Config, engine: Engine, run_id: str | None = None, *, allow_shrink: bool = False
+) -> list[JobOutcome]:
     """Run every job of JOB_NAMES in order; a failing job does not stop the others.
 
-    The attempts share ``run_id`` in ``job_run`` (the run report's name).
+    The attempts share ``run_id`` in ``job_run`` (the run report's name). ``allow_shrink``
+    lets this run publish tables that shrink past the configured limit. A
+    :class:`Terminated` signal stops the loop once the current job is recorded.
     """
     run_id = run_id or new_run_id()
+    policy = PublishPolicy.from_config(config, allow_shrink=allow_shrink)
     outcomes = []
     for name in config.job_names:
         ctx = JobContext(
@@ -74,17 +87,20 @@ def run_jobs(config: Config, engine: Engine, run_id: str | None = None) -> list[
             data_dir=config.data_dir(),
             env_dir=config.env_dir,
             log=logging.getLogger(f"job.{name.lower()}"),
+            publish_policy=policy,
         )
         with job_scope(name):
             outcomes.append(run_job(name, ctx, run_id))
     return outcomes
 
 
-def run_and_report(config: Config, engine: Engine) -> tuple[list[JobOutcome], Path | None]:
+def run_and_report(
+    config: Config, engine: Engine, *, allow_shrink: bool = False
+) -> tuple[list[JobOutcome], Path | None]:
     """Run the jobs, then write the HTML run report; returns the outcomes and its path."""
     run_id = new_run_id()
     log.info("Run %s: jobs %s", run_id, ", ".join(config.job_names))
-    outcomes = run_jobs(config, engine, run_id)
+    outcomes = run_jobs(config, engine, run_id, allow_shrink=allow_shrink)
     return outcomes, write_run_report(config, engine, run_id)
 
 
@@ -117,6 +133,53 @@ def summary_lines(outcomes: list[JobOutcome], report: Path | None) -> list[str]:
     return lines
 
 
+# -- signals ------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: end the run cleanly (exit code 128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def terminate_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`Terminated` raised in the main thread.
+
+    Unwinding then drops staging tables, removes temporary files and records the job
+    as failed. Further signals are ignored meanwhile so that the cleanup can finish.
+    Inside an ``interrupts.critical()`` block (a bulk upload) the signal waits for the
+    block to end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if interrupts.defer(signum):  # raised again when the critical section ends
+            return
+        for sig in TERMINATING_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        log.warning("Received %s: stopping", signal.Signals(signum).name)
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in TERMINATING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, action in previous.items():
+            signal.signal(sig, action)
+
+
 class _WarningCounter(logging.Handler):
     """Counts WARNING records logged anywhere while a job runs (errors are its failure)."""
 
@@ -141,23 +204,41 @@ def _counting_warnings() -> Iterator[_WarningCounter]:
 
 
 def run_job(name: str, ctx: JobContext, run: str | None = None) -> JobOutcome:
-    """Run one job, record its attempt and statuses; never raises for a job failure."""
+    """Run one job under its lock, record its attempt and statuses.
+
+    Never raises for a job failure; :class:`Terminated` and ``KeyboardInterrupt`` are
+    recorded and re-raised.
+    """
     started = time.monotonic()
+    waiting_since = utcnow()
+    wait = float(ctx.config.get("JOB_LOCK_WAIT_SECONDS", DEFAULT_LOCK_WAIT_S))
     log.info("Starting job %s", name)
     try:
-        run_id = _start_run(ctx.engine, name, run)
-    except Exception as exc:
-        reason = f"cannot record the job run: {_reason(exc)}"
-        log.error("Job %s failed: %s", name, reason)
-        return JobOutcome(name, False, time.monotonic() - started, reason, run_id=run)
+        with job_lock(ctx.engine, name, wait, lambda: describe_holder(ctx.engine, name)):
+            return _run_locked(name, ctx, started, run)
+    except LockBusy as exc:  # our own message: no exception type in front
+        reason = redactor()(str(exc))[:REASON_MAX]
+    except (Terminated, KeyboardInterrupt):  # while waiting for the lock: nothing to record
+        raise
+    except Exception as exc:  # the lock or the bookkeeping: the database itself failed
+        reason = f"cannot run the job: {_reason(exc)}"
+    log.error("Job %s failed: %s", name, reason)
+    _record_refused(ctx.engine, name, waiting_since, reason, run)
+    return JobOutcome(name, False, time.monotonic() - started, reason, run_id=run)
+
+
+def _run_locked(name: str, ctx: JobContext, started: float, run: str | None) -> JobOutcome:
+    _mark_abandoned(ctx.engine, name)
+    run_id = _start_run(ctx.engine, name, run)
     statuses: list[DataSourceStatus] | None = None
     reason: str | None = None
     with collect_stats() as http, _counting_warnings() as warnings:
         try:
             statuses = resolve_job(name)(ctx)
-        except KeyboardInterrupt:
+        except (Terminated, KeyboardInterrupt) as exc:
             ctx.end_phase()
-            _finish_run(ctx.engine, run_id, "failed", "interrupted", _counters(ctx, warnings, http))
+            why = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            _finish(ctx, run_id, why, _counters(ctx, warnings, http), None)
             raise
         except JobError as exc:
             reason = _reason(exc)
@@ -167,10 +248,7 @@ def run_job(name: str, ctx: JobContext, run: str | None = None) -> JobOutcome:
             log.exception("Job %s failed: %s", name, reason)
         ctx.end_phase()
     counters = _counters(ctx, warnings, http)
-    succeeded = reason is None
-    _finish_run(
-        ctx.engine, run_id, "succeeded" if succeeded else "failed", reason, counters, statuses
-    )
+    succeeded = _finish(ctx, run_id, reason, counters, statuses)
     outcome = JobOutcome(
         name,
         succeeded,
@@ -187,6 +265,28 @@ def run_job(name: str, ctx: JobContext, run: str | None = None) -> JobOutcome:
     if succeeded:  # a failure was logged above, with its reason, once
         log.info("Job %s succeeded (%.1f s)", name, outcome.seconds, extra=fields)
     return outcome
+
+
+def _finish(
+    ctx: JobContext,
+    run_id: int,
+    reason: str | None,
+    counters: dict,
+    statuses: list[DataSourceStatus] | None,
+) -> bool:
+    """Record the outcome truthfully; returns whether the run counts as succeeded.
+
+    A job whose tables were swapped in succeeded whatever failed afterwards: the new
+    data is live. Without its statuses (it did not return) no freshness rows are added.
+    """
+    if reason is not None and ctx.published:
+        log.warning("Job published its tables, then: %s", reason)
+        reason = f"tables published; afterwards: {reason}"[:REASON_MAX]
+        _finish_run(ctx.engine, run_id, "succeeded", reason, counters, statuses)
+        return True
+    status = "succeeded" if reason is None else "failed"
+    _finish_run(ctx.engine, run_id, status, reason, counters, statuses)
+    return reason is None
 
 
 def _counters(ctx: JobContext, warnings: _WarningCounter, http: Stats) -> dict:
@@ -218,6 +318,73 @@ def _reason(exc: BaseException) -> str:
     return text[:REASON_MAX]
 
 
+def describe_holder(engine: Engine, name: str) -> str:
+    """Who holds the job lock, from the newest ``running`` row of the job."""
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(job_run.c.id, job_run.c.host, job_run.c.pid, job_run.c.started_at)
+                .where(job_run.c.job_name == name, job_run.c.status == "running")
+                .order_by(job_run.c.id.desc())
+                .limit(1)
+            ).first()
+    except Exception as exc:
+        return f"holder unknown: {_reason(exc)}"
+    if row is None:
+        return "holder unknown: it has not recorded its run yet"
+    return (
+        f"held by host {row.host}, pid {row.pid}, since {row.started_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"(job_run {row.id})"
+    )
+
+
+def _mark_abandoned(engine: Engine, name: str) -> None:
+    """Close ``running`` rows of this job: with its lock held, their process is gone."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(job_run.c.id, job_run.c.host, job_run.c.pid, job_run.c.started_at).where(
+                job_run.c.job_name == name, job_run.c.status == "running"
+            )
+        ).all()
+        for row in rows:
+            log.warning(
+                "Job %s: run %s (host %s, pid %s, started %s UTC) ended without recording "
+                "an outcome: marked abandoned",
+                name, row.id, row.host, row.pid, row.started_at,
+            )  # fmt: skip
+            conn.execute(
+                update(job_run)
+                .where(job_run.c.id == row.id, job_run.c.status == "running")
+                .values(
+                    status="abandoned",
+                    finished_at=utcnow(),
+                    reason="the process ended without recording an outcome (killed?)",
+                )
+            )
+
+
+def _record_refused(
+    engine: Engine, name: str, since: datetime, reason: str, run: str | None
+) -> None:
+    """A run that never started (lock busy, database failing): one ``failed`` row."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(job_run).values(
+                    run_id=run,
+                    job_name=name,
+                    started_at=since,
+                    finished_at=utcnow(),
+                    status="failed",
+                    reason=reason,
+                    host=socket.gethostname()[:255],
+                    pid=os.getpid(),
+                )
+            )
+    except Exception as exc:
+        log.error("Could not record the failed start of job %s: %s", name, _reason(exc))
+
+
 def _start_run(engine: Engine, name: str, run: str | None) -> int:
     with engine.begin() as conn:
         result = conn.execute(
@@ -241,23 +408,43 @@ def _finish_run(
     counters: dict,
     statuses: list[DataSourceStatus] | None = None,
 ) -> None:
-    """Close the job_run row and add its data_source_status rows, in one transaction."""
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                update(job_run)
-                .where(job_run.c.id == run_id)
-                .values(finished_at=utcnow(), status=status, reason=reason, **counters)
-            )
-            rows = [
-                {
-                    "data_source_name": str(s.name),
-                    "data_updated_at": s.updated_at.astimezone(UTC).replace(tzinfo=None),
-                    "job_run_id": run_id,
-                }
-                for s in statuses or []
-            ]
-            if rows:
-                conn.execute(insert(data_source_status), rows)
-    except Exception as exc:  # the database itself may be what failed
-        log.error("Could not record the outcome of job run %s: %s", run_id, _reason(exc))
+    """Close the job_run row and add its data_source_status rows, in one transaction.
+
+    Retried: the job's connections may have been lost (a pooled one is checked first).
+    """
+    for attempt in range(1, FINISH_ATTEMPTS + 1):
+        try:
+            with interrupts.critical():  # a signal now must not lose the outcome
+                _write_finish(engine, run_id, status, reason, counters, statuses)
+            return
+        except Exception as exc:  # the database itself may be what failed
+            if attempt == FINISH_ATTEMPTS:
+                log.error("Could not record the outcome of job run %s: %s", run_id, _reason(exc))
+            else:
+                time.sleep(FINISH_PAUSE_S * attempt)
+
+
+def _write_finish(
+    engine: Engine,
+    run_id: int,
+    status: str,
+    reason: str | None,
+    counters: dict,
+    statuses: list[DataSourceStatus] | None,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(job_run)
+            .where(job_run.c.id == run_id)
+            .values(finished_at=utcnow(), status=status, reason=reason, **counters)
+        )
+        rows = [
+            {
+                "data_source_name": str(s.name),
+                "data_updated_at": s.updated_at.astimezone(UTC).replace(tzinfo=None),
+                "job_run_id": run_id,
+            }
+            for s in statuses or []
+        ]
+        if rows:
+            conn.execute(insert(data_source_status), rows)

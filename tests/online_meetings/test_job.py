@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from courseinv.config import load_config
+from courseinv.db.publish import ShrinkRefused
 from courseinv.db.tables import job_run, lti_placement, lti_type, lti_zoom_meeting
 from courseinv.online_meetings.job import run
 from courseinv.runner.jobs import DataSourceName, JobContext, JobError
@@ -250,9 +251,12 @@ def test_zoom_absent_gives_placements_only(
     run(make_context(sandbox, mariadb_engine, tmp_path))  # a full run first
     assert len(read_tables(mariadb_engine)["lti_zoom_meeting"]) > 0
     requests_before = sandbox.zoom.log.count()
+    # Emptying lti_zoom_meeting needs the user's say-so (run --allow-shrink / ALLOW_SHRINK).
+    with pytest.raises(ShrinkRefused, match="lti_zoom_meeting would go from"):
+        run(make_context(sandbox, mariadb_engine, tmp_path, zoom=False))
     sandbox.canvas.log.reset()
 
-    statuses = run(make_context(sandbox, mariadb_engine, tmp_path, zoom=False))
+    statuses = run(make_context(sandbox, mariadb_engine, tmp_path, zoom=False, ALLOW_SHRINK=True))
 
     assert [s.name for s in statuses] == [DataSourceName.CANVAS_LTI]
     truth = expected(sandbox, zoom=False)
