@@ -112,11 +112,11 @@ def select_jobs(config: Config, text: str) -> Config:
 
 
 def failed_jobs(engine: Engine, names: list[str]) -> list[str]:
-    """Those of ``names`` whose latest recorded run failed."""
+    """Those of ``names`` whose latest recorded run failed (or was killed: abandoned)."""
     from courseinv.runner.status import latest_per_job
 
     latest = latest_per_job(engine, names)
-    return [n for n in names if n in latest and latest[n].status == "failed"]
+    return [n for n in names if n in latest and latest[n].status in ("failed", "abandoned")]
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
