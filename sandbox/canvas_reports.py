@@ -21,7 +21,7 @@ host, token required) answers 302 to the file store on another port with a signe
 query string. The store refuses any request that carries an ``Authorization`` header
 (403, and counts it in ``tokens_seen``) or a bad signature. Several CSVs selected: a zip
 of ``<name>.csv``; one: that CSV. Failure modes, consumed one per new run from
-``ReportSpec.failures`` (or set ``CanvasReports.failures`` later): ``"error"`` (status
+``ReportSpec.failures`` (``"ok"`` for a normal run): ``"error"`` (status
 ``error`` with a message), ``"deleted"`` and ``"stuck"`` (stays ``running``, progress
 frozen).
 
@@ -294,6 +294,7 @@ class CanvasReports:
             return json_response({"errors": [{"message": "invalid enrollment_term_id"}]}, 400)
         with self._lock:
             failure = self.spec.failures.pop(0) if self.spec.failures else None
+            failure = None if failure in ("ok", "") else failure
             run = _Run(
                 next(self._ids), account, params, datetime.now(UTC), time.monotonic(), failure
             )
