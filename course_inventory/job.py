@@ -142,7 +142,7 @@ def pull_canvas(
     no_analytics = sum(d.activity is None for d in details if d.course_id in available)
     log.info(
         "Canvas: %d course(s); audit log read for %d; analytics unavailable for %d",
-        len(details),
+        len(courses),
         audited,
         no_analytics,
     )

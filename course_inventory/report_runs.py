@@ -45,7 +45,7 @@ class ReportSettings:
 
     reuse_max_age_s: float = 6 * 3600.0
     poll_initial_s: float = 2.0
-    poll_max_s: float = 30.0
+    poll_max_s: float = 15.0
     stall_s: float = 1800.0
     max_restarts: int = 2
     max_wait_s: float = 24 * 3600.0
