@@ -487,3 +487,46 @@ def test_inventory_source_is_validated(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('"bulk"', '"reports"').replace("0}", "60}"))
     config = load_config(path, environ={})
     assert config["CANVAS"]["REPORTS"]["MAX_RESTARTS"] == 2  # defaults filled in
+
+
+def test_cross_listed_sections_agree_between_api_graphql_and_report(
+    institution: Institution, canvas: Canvas, tmp_path: Path
+) -> None:
+    section = next(
+        s
+        for s in institution.sections
+        if s.nonxlist_course_id is not None
+        and institution.course_by_id[s.nonxlist_course_id].workflow_state == "deleted"
+    )
+    with CanvasClient(canvas.url, canvas.token) as client:
+        listed = list(client.paginate(f"/api/v1/courses/{section.course_id}/sections"))
+        query = "query($id: ID!) { legacyNode(_id: $id, type: Section) { ... on Section { _id } } }"
+        assert client.graphql(query, {"id": str(section.id)})["legacyNode"]["_id"] == str(
+            section.id
+        )
+    rest = next(s for s in listed if s["id"] == section.id)
+    assert rest["course_id"] == section.course_id
+    assert rest["nonxlist_course_id"] == section.nonxlist_course_id
+
+    term = institution.course_by_id[section.course_id].term_id
+    base = f"/api/v1/accounts/{canvas.account_id}/reports/{REPORT_TYPE}"
+    with CanvasClient(canvas.url, canvas.token) as client:
+        form = {f"parameters[{n}]": "true" for n in ("sections", "xlist", "include_deleted")}
+        report = client.post(base, data={**form, "parameters[enrollment_term_id]": str(term)})
+        while report["status"] != "complete":
+            time.sleep(0.05)
+            report = client.get(f"{base}/{report['id']}")
+    dest = tmp_path / "report.zip"
+    AttachmentDownloader(canvas.url, canvas.token).download(report["attachment"]["url"], dest)
+    file = ReportFile(dest)
+    sections = pd.concat(file.chunks("sections", ["canvas_section_id", "canvas_course_id"]))
+    xlist = pd.concat(
+        file.chunks(
+            "xlist", ["canvas_section_id", "canvas_xlist_course_id", "canvas_nonxlist_course_id"]
+        )
+    )
+    row = sections[sections["canvas_section_id"] == str(section.id)].iloc[0]
+    assert int(row["canvas_course_id"]) == section.nonxlist_course_id  # the original course
+    moved = xlist[xlist["canvas_section_id"] == str(section.id)].iloc[0]
+    assert int(moved["canvas_xlist_course_id"]) == section.course_id
+    assert int(moved["canvas_nonxlist_course_id"]) == section.nonxlist_course_id
