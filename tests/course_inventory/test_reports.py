@@ -530,3 +530,33 @@ def test_cross_listed_sections_agree_between_api_graphql_and_report(
     moved = xlist[xlist["canvas_section_id"] == str(section.id)].iloc[0]
     assert int(moved["canvas_xlist_course_id"]) == section.course_id
     assert int(moved["canvas_nonxlist_course_id"]) == section.nonxlist_course_id
+
+
+def test_wait_is_bounded_and_a_run_in_progress_is_adopted_next_time(
+    institution: Institution,
+    canvas: Canvas,
+    reports: CanvasReports,
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reports.spec.generation_seconds = 4.0
+    config = config_for(
+        tmp_path / "a.hjson", canvas, institution, sqlite_engine, MAX_WAIT_SECONDS=0.5
+    )
+    with pytest.raises(JobError) as failure:
+        run(context(config, sqlite_engine))
+    assert "not complete after" in str(failure.value)
+    assert "MAX_WAIT_SECONDS" in str(failure.value)
+    assert canvas.log.count("reports.start") == len(institution.term_ids)
+
+    # The next run finds the same runs still going and follows them instead of starting more.
+    canvas.log.reset()
+    again = config_for(
+        tmp_path / "b.hjson", canvas, institution, sqlite_engine, REUSE_MAX_AGE_SECONDS=600
+    )
+    with caplog.at_level(logging.INFO, logger="test.course_inventory"):
+        run(context(again, sqlite_engine))
+    assert canvas.log.count("reports.start") == 0
+    assert caplog.text.count("adopting run") == len(institution.term_ids)
+    assert_tables_equal(read_tables(sqlite_engine), truth(institution))
