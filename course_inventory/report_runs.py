@@ -6,7 +6,7 @@ a growing interval, logging each run's status, progress and current line. Rules:
 
 * Reuse: a ``complete`` run of the same parameters that ended less than
   ``reuse_max_age_s`` ago is taken as is; a run of the same parameters still in
-  progress and younger than that is adopted instead of starting another.
+  progress and younger than that is adopted instead of starting another. 0: never.
 * ``error`` and ``deleted`` are failures (``ReportFailed``, with Canvas's message).
 * Stalls: a run whose status, progress and current line have not moved for
   ``stall_s`` is given up (deleted, best effort) and started afresh, at most
@@ -213,7 +213,10 @@ class ReportRunner:
 
     # -- REST -----------------------------------------------------------------------------
     def _history(self) -> list[dict[str, Any]]:
-        """Recent runs (newest first) young enough to reuse; older pages are not read."""
+        """Recent runs (newest first) young enough to reuse; older pages are not read.
+        ``reuse_max_age_s`` 0 turns reuse (and adoption) off: nothing is read."""
+        if self.settings.reuse_max_age_s <= 0:
+            return []
         young: list[dict[str, Any]] = []
         for report in self.canvas.paginate(self.base):
             age = _age_s(report)

@@ -165,6 +165,7 @@ class _Run:
     started_mono: float
     failure: str | None
     status: str = "created"
+    ended: datetime | None = None  # when it reached complete/error
     file_id: int | None = None
     deleted: bool = False
     built: threading.Event = field(default_factory=threading.Event)
@@ -401,7 +402,7 @@ class CanvasReports:
             _, name, size = self._files[run.file_id]
             verifier = _verifier(run.file_id)
             url = f"{base}/files/{run.file_id}/download?download_frd=1&verifier={verifier}"
-            body["ended_at"] = _iso(run.created + timedelta(seconds=self.spec.generation_seconds))
+            body["ended_at"] = _iso(run.ended) if run.ended else None
             body["file_url"] = f"{base}/accounts/{run.account_id}/files/{run.file_id}/download"
             kind = "application/zip" if name.endswith(".zip") else "text/csv"
             body["attachment"] = {
@@ -429,9 +430,12 @@ class CanvasReports:
             if run.failure in ("error", "deleted"):
                 run.status = run.failure
                 run.deleted = run.failure == "deleted"
+                run.ended = datetime.now(UTC)
                 return
             # Generation time is up; the file may still be being written ("compiling").
             run.status = "complete" if run.built.is_set() else "compiling"
+            if run.status == "complete":
+                run.ended = datetime.now(UTC)
 
     # -- report contents --------------------------------------------------------------
     def _term(self, raw: str) -> int | None:

@@ -167,6 +167,7 @@ def test_reports_path_equals_api_path_and_truth(
     assert_tables_equal(from_reports, truth(institution))
     requests_made = canvas.log.by_endpoint()
     assert "graphql" not in requests_made and "sections" not in requests_made
+    assert "reports.list" not in requests_made  # REUSE_MAX_AGE_SECONDS 0: no reuse at all
     assert requests_made["reports.start"] == len(institution.term_ids)
     assert requests_made["files.download"] == len(institution.term_ids)
     assert store.log.count("store.get", 200) == len(institution.term_ids)
