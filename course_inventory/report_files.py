@@ -192,7 +192,7 @@ class ReportFile:
         required: Sequence[str],
         optional: Sequence[str] = (),
         *,
-        chunk_rows: int = 100_000,
+        chunk_rows: int = 50_000,
     ) -> Iterator[pd.DataFrame]:
         """String columns ``required`` (+ those of ``optional`` present), chunk by chunk."""
         header = self.header(name)
