@@ -210,9 +210,12 @@ def read_course_details(
     canvas: CanvasClient,
     courses: Sequence[Mapping[str, Any]],
     published_known: Collection[int],
+    *,
+    enrollments: bool = True,
 ) -> Iterable[CourseDetails]:
-    """One fan-out over the kept courses: per course its enrollments, and for available
-    courses the activity analytics and (unless ``published_known``) the publish date.
+    """One fan-out over the kept courses: per course its enrollments (unless
+    ``enrollments`` is False: the reports path has them), and for available courses the
+    activity analytics and (unless ``published_known``) the publish date.
 
     The three reads of a course share the client's concurrency budget with every other
     course in flight. Results stream in completion order.
@@ -220,7 +223,7 @@ def read_course_details(
 
     def details(course: Mapping[str, Any]) -> CourseDetails:
         course_id = int(course["id"])
-        out = course_enrollments(canvas, course_id)
+        out = course_enrollments(canvas, course_id) if enrollments else CourseDetails(course_id)
         if course.get("workflow_state") == "available":
             out.activity = course_activity(canvas, course_id)
             if course_id not in published_known:
@@ -228,5 +231,8 @@ def read_course_details(
                 out.audit_read = True
         return out
 
-    for _, result in canvas.map(details, list(courses), desc="courses"):
+    kept = list(courses)
+    if not enrollments:  # only available courses have anything left to read
+        kept = [c for c in kept if c.get("workflow_state") == "available"]
+    for _, result in canvas.map(details, kept, desc="courses"):
         yield result

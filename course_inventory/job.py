@@ -10,8 +10,15 @@ Pipeline (SPEC "Job semantics → COURSE_INVENTORY")::
         ─► term, account, course, course_section, enrollment, canvas_course_usage
            replaced together in one atomic publish; CSVs when CREATE_CSVS.
 
-Any failure (a permanent HTTP error, retries exhausted, UDW unreachable) raises before
-the publish, so the previous tables stay as they were.
+With ``CANVAS.INVENTORY_SOURCE: reports`` (``reports.py``) the enrollments and sections
+come from one ``provisioning_csv`` account report per term instead of per-course GraphQL:
+the runs start first, Canvas generates them while the REST reads (terms, courses,
+accounts, audit logs and analytics of available courses) go on, and the job then waits
+for them, downloads and reads them. The six tables are the same.
+
+Any failure (a permanent HTTP error, retries exhausted, UDW unreachable, a report that
+fails, stalls or is malformed) raises before the publish, so the previous tables stay as
+they were.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from typing import Any
 import pandas as pd
 from courseinv.course_inventory import canvas_pull, frames, udw
 from courseinv.course_inventory.canvas_pull import CourseDetails, Section
+from courseinv.course_inventory.report_files import AttachmentDownloader, ReportFormatError
+from courseinv.course_inventory.report_runs import ReportFailed, ReportRunner, ReportSettings
+from courseinv.course_inventory.reports import ReportData, ReportPull
 from courseinv.db.engine import udw_engine
 from courseinv.db.tables import course
 from courseinv.http_client.canvas import CanvasClient
@@ -73,10 +83,13 @@ class Pulled:
     courses: list[dict[str, Any]]
     accounts: list[dict[str, Any]]
     details: list[CourseDetails]
+    bulk: ReportData | None = None  # the reports path's enrollments and sections
 
     @cached_property
     def sections(self) -> list[Section]:
         """The sections the enrollments reference, each once."""
+        if self.bulk is not None:
+            return self.bulk.sections
         unique: dict[int, Section] = {}
         for d in self.details:
             for s in d.sections:
@@ -87,32 +100,74 @@ class Pulled:
 def pull_canvas(
     config: Mapping[str, Any], published_known: Mapping[int, datetime], log: logging.Logger
 ) -> Pulled:
-    """Terms, courses, accounts and per-course details; HTTP failures become JobError."""
+    """Terms, courses, accounts and per-course details (and, with the reports source,
+    the report data); HTTP and report failures become JobError."""
     settings = config["CANVAS"]
     account_id = int(settings["CANVAS_ACCOUNT_ID"])
     term_ids = [int(t) for t in settings.get("CANVAS_TERM_IDS") or []]
+    use_reports = settings.get("INVENTORY_SOURCE", "api") == "reports"
     if not term_ids:
         log.warning("CANVAS.CANVAS_TERM_IDS is empty: no terms and no courses")
+    bulk: ReportData | None = None
     try:
         with CanvasClient.from_config(config) as canvas:
-            root = canvas_pull.root_account_id(canvas, account_id)
-            terms = canvas_pull.read_terms(canvas, root, term_ids)
-            courses = canvas_pull.read_courses(canvas, account_id, term_ids)
-            accounts = canvas_pull.read_accounts(canvas, (c["account_id"] for c in courses))
-            details = list(canvas_pull.read_course_details(canvas, courses, published_known))
+            reports = (
+                start_reports(canvas, config, account_id, term_ids, log) if use_reports else None
+            )
+            try:
+                root = canvas_pull.root_account_id(canvas, account_id)
+                terms = canvas_pull.read_terms(canvas, root, term_ids)
+                courses = canvas_pull.read_courses(canvas, account_id, term_ids)
+                accounts = canvas_pull.read_accounts(canvas, (c["account_id"] for c in courses))
+                details = list(
+                    canvas_pull.read_course_details(
+                        canvas, courses, published_known, enrollments=reports is None
+                    )
+                )
+            except BaseException:
+                if reports is not None:
+                    reports.abandon()
+                raise
+            if reports is not None:
+                log.info("Canvas REST reads done; waiting for the account reports")
+                bulk = reports.result({int(c["id"]): c["workflow_state"] for c in courses})
             log.info("Canvas: %s", in_words(canvas.stats()))
     except HttpError as exc:
         raise JobError(f"Canvas: {exc}") from exc
+    except (ReportFailed, ReportFormatError) as exc:
+        raise JobError(f"Canvas report: {exc}") from exc
     available = {int(c["id"]) for c in courses if c["workflow_state"] == "available"}
     audited = sum(d.audit_read for d in details)
     no_analytics = sum(d.activity is None for d in details if d.course_id in available)
     log.info(
         "Canvas: %d course(s); audit log read for %d; analytics unavailable for %d",
-        len(details),
+        len(courses),
         audited,
         no_analytics,
     )
-    return Pulled(terms, courses, accounts, details)
+    return Pulled(terms, courses, accounts, details, bulk)
+
+
+def start_reports(
+    canvas: CanvasClient,
+    config: Mapping[str, Any],
+    account_id: int,
+    term_ids: Sequence[int],
+    log: logging.Logger,
+) -> ReportPull:
+    """Begin the report runs in the background (they generate while REST reads go on)."""
+    settings = config["CANVAS"]
+    runner = ReportRunner(canvas, account_id, ReportSettings.from_config(config), log)
+    downloader = AttachmentDownloader(
+        settings["CANVAS_URL"],
+        settings["CANVAS_TOKEN"],
+        max_attempts=int(config.get("MAX_REQ_ATTEMPTS", 3)),
+    )
+    log.info(
+        "COURSE_INVENTORY source: account reports (provisioning_csv) for term(s) %s",
+        list(term_ids),
+    )
+    return ReportPull(runner, downloader, term_ids, log).start()
 
 
 def published_dates(engine: Engine) -> dict[int, datetime]:
@@ -152,7 +207,11 @@ def build_tables(
         "account": frames.account_frame(pulled.accounts),
         "course": frames.course_frame(pulled.courses, published),
         "course_section": frames.section_frame(pulled.sections, udw_sis_ids),
-        "enrollment": frames.enrollment_frame(pulled.details),
+        "enrollment": (
+            pulled.bulk.enrollment
+            if pulled.bulk is not None
+            else frames.enrollment_frame(pulled.details)
+        ),
         "canvas_course_usage": frames.usage_frame(pulled.details),
     }
 

@@ -28,6 +28,8 @@ are accepted only on the configured host, so the token never leaves it):
   ``CANVAS.CANVAS_TOKEN``, ``MAX_REQ_ATTEMPTS`` and ``NUM_ASYNC_WORKERS``.
 - ``get(path, params=None, *, allow_404=False) -> Any``: parsed JSON, ``None`` on an
   allowed 404.
+- ``post(path, data=None) -> Any`` (form fields) and ``delete(path) -> Any``: parsed
+  JSON; retried like every call (use ``post`` only where a repeat is harmless).
 - ``paginate(path, params=None, *, key=None, per_page=None) -> Iterator``: the items of
   every page, following ``Link: rel="next"`` verbatim until absent; ``key`` picks the
   list out of object-shaped pages (``"enrollment_terms"``, ``"events"``). Pages may
@@ -161,6 +163,15 @@ class CanvasClient:
     ) -> Any:
         """GET one object; ``None`` when it is 404 and ``allow_404``."""
         return self._session.get_json(self.url(path), params, allow_404=allow_404)
+
+    def post(self, path: str, data: Mapping[str, Any] | None = None) -> Any:
+        """POST form fields; parsed JSON. Retried like every call, so only for requests
+        whose repeat is harmless (starting an account report run)."""
+        return self._session.request("POST", self.url(path), data=data).data
+
+    def delete(self, path: str) -> Any:
+        """DELETE one object (idempotent); parsed JSON."""
+        return self._session.request("DELETE", self.url(path)).data
 
     def paginate(
         self,

@@ -273,6 +273,19 @@ class CanvasServer(SandboxServer):
         for method, pattern, endpoint, handler in routes:
             self.add_route(method, pattern, endpoint, _answering(handler))
 
+    # -- extensions -----------------------------------------------------------------------
+    def mount(self, routes: Sequence[tuple[str, str, str, Callable[[Request], Response]]]) -> None:
+        """Serve extra ``(method, pattern, endpoint, handler)`` routes with this server's
+        auth and throttle (the account reports of ``sandbox/canvas_reports.py``)."""
+        for method, pattern, endpoint, handler in routes:
+            self.add_route(method, pattern, endpoint, _answering(handler))
+
+    def paginate(
+        self, request: Request, items: Sequence[T], kind: str
+    ) -> tuple[Sequence[T], dict[str, str]]:
+        """One page of ``items`` and its ``Link`` header, as every list endpoint pages."""
+        return self._paginate(request, items, kind)
+
     # -- auth and throttle ----------------------------------------------------------------
     @staticmethod
     def _token_of(request: Request) -> str | None:
@@ -490,7 +503,7 @@ class CanvasServer(SandboxServer):
             "end_at": None,
             "created_at": iso(section.created_at),
             "restrict_enrollments_to_section_dates": False,
-            "nonxlist_course_id": None,
+            "nonxlist_course_id": section.nonxlist_course_id,
             "sis_section_id": section.sis_section_id,
             "sis_course_id": course.sis_course_id,
             "integration_id": None,

@@ -11,7 +11,11 @@ The data is awkward on purpose: unicode, emoji and 255-character names, quotes, 
 non-numeric SIS ids, courses without students or with teachers only, courses whose
 students all lack an active state, analytics that answer 404, available courses with no
 ``published`` audit event and others with several, every enrollment state and type
-(including the test student's ``StudentViewEnrollment``), ids above 2**31.
+(including the test student's ``StudentViewEnrollment``), ids above 2**31, sections
+cross-listed from another course of the term (``Section.nonxlist_course_id``; the API
+shows them in the course they sit in, the account report names their original course).
+Enrollment states follow Canvas: ``creation_pending`` only in unpublished courses,
+``invited`` only in published ones.
 
 Ground truth
 ------------
@@ -45,7 +49,7 @@ import base64
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, Any
@@ -233,6 +237,8 @@ class InstitutionSpec:
     share_zoom_links_without_tab: float = 0.05
     share_udw_sis_differs: float = 0.10
     share_udw_missing: float = 0.02
+    # Sections cross-listed into their course from another course of the same term.
+    share_xlisted_sections: float = 0.04
     # Account courses list: every n-th page starts with the previous page's last row
     # (0 = never), as Canvas does when rows shift between page requests.
     duplicate_every_pages: int = 3
@@ -297,6 +303,8 @@ class Section:
     udw_sis_source_id: str | None  # UDW's course_section_dim.sis_source_id
     in_udw: bool
     created_at: datetime
+    # Cross-listed: the course the section came from (``course_id`` is where it sits now).
+    nonxlist_course_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +602,7 @@ class _Generator:
         terms = self._terms()
         accounts = self._accounts()
         courses = self._courses(terms, accounts)
-        sections = self._sections(courses, terms)
+        sections = self._cross_list(self._sections(courses, terms), courses)
         enrollments = self._enrollments(courses, sections)
         meetings, course_meetings, zoom_tab = self._zoom(courses)
         analytics_404 = self._pick(courses, self.spec.share_analytics_404)
@@ -780,6 +788,32 @@ class _Generator:
             course.section_range = range(start, k)
         return sections
 
+    def _cross_list(self, sections: list[Section], courses: list[Course]) -> list[Section]:
+        """Mark some sections as cross-listed from another course of the same term.
+
+        The section (and its enrollments) stays where it is, in the course it now sits
+        in, as the API shows it; it gains ``nonxlist_course_id`` (the course it came
+        from, which may itself be deleted or without students) and that course's code in
+        its name. Drawn from a separate stream: the rest of the institution is unchanged.
+        """
+        rng = random.Random(f"{self.spec.seed}/xlist")
+        by_term: dict[int, list[Course]] = {}
+        for c in courses:
+            by_term.setdefault(c.term_id, []).append(c)
+        owner = {k: c for c in courses for k in c.section_range}
+        out = list(sections)
+        for k, section in enumerate(sections):
+            if rng.random() >= self.spec.share_xlisted_sections:
+                continue
+            here = owner[k]
+            others = [c for c in by_term[here.term_id] if c.id != here.id]
+            if not others:
+                continue
+            origin = rng.choice(others)
+            name = f"{origin.course_code} {rng.randint(1, 99):03d} (cross-listed)"
+            out[k] = replace(section, name=name, nonxlist_course_id=origin.id)
+        return out
+
     def _enrollments(self, courses: list[Course], sections: list[Section]) -> Enrollments:
         spec, rng = self.spec, self.rng
         n = len(courses)
@@ -825,6 +859,11 @@ class _Generator:
         user_id[test] = TEST_STUDENT_ID_BASE + course_index[test].astype(np.int64)
 
         state = self._enrollment_states(types, course_index, not_counted)
+        # Canvas: enrollments of an unpublished course are creation_pending; publishing
+        # the course turns them into invited (so the two never mix within a course).
+        unpublished = np.array([c.workflow_state == "unpublished" for c in courses], dtype=bool)
+        waiting = np.isin(state, (INVITED, PENDING))
+        state[waiting] = np.where(unpublished[course_index[waiting]], PENDING, INVITED)
 
         sec_count = np.array([len(c.section_range) for c in courses], dtype=np.int64)
         sec_first = np.array([c.section_range.start for c in courses], dtype=np.int64)

@@ -107,7 +107,8 @@ def test_nested_override_builds_a_section_absent_from_the_file(tmp_path: Path) -
         (
             {"CANVAS__NOPE": "1"},
             "environment variable CANVAS__NOPE: CANVAS has no key 'NOPE'; expected one of "
-            "ADD_COURSE_IDS, CANVAS_ACCOUNT_ID, CANVAS_TERM_IDS, CANVAS_TOKEN, CANVAS_URL",
+            "ADD_COURSE_IDS, CANVAS_ACCOUNT_ID, CANVAS_TERM_IDS, CANVAS_TOKEN, CANVAS_URL, "
+            "INVENTORY_SOURCE, REPORTS",
         ),
         (
             {"CANVAS__CANVAS_ACCOUNT_ID": "acct-canary"},

@@ -1,0 +1,222 @@
+"""Report attachments: download (token only to Canvas) and read CSVs by header name.
+
+Download (``AttachmentDownloader``): the attachment URL is on the Canvas host and
+answers a redirect to a file store on another host with a signed query string. Every
+hop is a separate request with redirects *not* followed automatically: the
+``Authorization`` header is added only when the hop's origin (scheme, host, port) is the
+configured Canvas origin, so the token never reaches the file store. The session holds
+no credentials and no cookies. The body streams to a file in 1 MiB pieces. Connection
+errors, timeouts, 429 and 5xx restart the chain (signed URLs expire) with exponential
+backoff, up to ``max_attempts``; other 4xx fail at once. Errors name the host-relative
+path only, never the query string (it holds the signature) or the token.
+
+Reading (``ReportFile``): a zip of ``<name>.csv`` members, or a single CSV when the run
+selected exactly one. ``chunks(name, required, optional)`` checks the header first
+(missing required column: ``ReportFormatError`` naming it; extra columns are ignored)
+and then yields string-typed DataFrames of ``chunk_rows`` rows with just those columns,
+so memory holds one chunk of text at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.cookiejar
+import io
+import logging
+import random
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+from urllib.parse import urljoin, urlsplit
+
+import pandas as pd
+import requests
+from courseinv.http_client.errors import RetriesExhausted, UnexpectedPayload, permanent_error
+from courseinv.http_client.session import TRANSIENT_EXCEPTIONS, describe_exception
+
+log = logging.getLogger(__name__)
+
+REDIRECTS = (301, 302, 303, 307, 308)
+PIECE = 1 << 20
+
+
+class ReportFormatError(Exception):
+    """A report file that cannot be read as expected (message is log-safe)."""
+
+
+def origin(url: str) -> tuple[str, str]:
+    split = urlsplit(url)
+    return split.scheme.lower(), split.netloc.lower()
+
+
+class AttachmentDownloader:
+    """Streams report attachments to files (see the module docstring)."""
+
+    def __init__(
+        self,
+        canvas_url: str,
+        token: str,
+        *,
+        max_attempts: int = 3,
+        timeout: tuple[float, float] = (10.0, 300.0),
+        max_redirects: int = 5,
+        backoff_base: float = 0.5,
+    ) -> None:
+        self._canvas = origin(canvas_url)
+        self._token = token
+        self.max_attempts = max(1, max_attempts)
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+        self.backoff_base = backoff_base
+        self.requests = 0
+        self._http = requests.Session()
+        self._http.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._http.trust_env = False  # no .netrc credentials either
+
+    def __repr__(self) -> str:
+        return f"AttachmentDownloader(canvas={self._canvas[1]!r}, token=<redacted>)"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def download(self, url: str, dest: Path) -> int:
+        """Save the file behind ``url`` to ``dest``; returns its size in bytes."""
+        last, where = "", urlsplit(url).path
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self._follow(url, dest)
+            except _Transient as exc:
+                last, where = exc.reason, exc.path
+            if attempt < self.max_attempts:
+                delay = random.uniform(0, self.backoff_base * 2 ** (attempt - 1))
+                log.warning(
+                    "Report download GET %s failed (%s); attempt %d/%d in %.1fs",
+                    where,
+                    last,
+                    attempt + 1,
+                    self.max_attempts,
+                    delay,
+                )
+                time.sleep(delay)
+        raise RetriesExhausted("GET", where, self.max_attempts, last)
+
+    def _follow(self, url: str, dest: Path) -> int:
+        for _ in range(self.max_redirects + 1):
+            path = urlsplit(url).path
+            # The one place the token is attached: only for the Canvas origin itself.
+            same = origin(url) == self._canvas
+            headers = {"Authorization": f"Bearer {self._token}"} if same else {}
+            self.requests += 1
+            try:
+                response = self._http.get(
+                    url, headers=headers, allow_redirects=False, stream=True, timeout=self.timeout
+                )
+            except TRANSIENT_EXCEPTIONS as exc:
+                raise _Transient(path, describe_exception(exc)) from None
+            with response:
+                status = response.status_code
+                if status in REDIRECTS:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise UnexpectedPayload("GET", path, f"HTTP {status} without Location")
+                    url = urljoin(url, location)
+                    continue
+                if status == 429 or status >= 500:
+                    raise _Transient(path, f"HTTP {status}")
+                if status >= 400:
+                    raise permanent_error("GET", path, status, response.reason or "")
+                try:
+                    return _save(response, dest)
+                except TRANSIENT_EXCEPTIONS as exc:
+                    raise _Transient(path, describe_exception(exc)) from None
+        raise UnexpectedPayload("GET", urlsplit(url).path, "too many redirects")
+
+
+class _Transient(Exception):
+    """A hop that may succeed when the chain is started again."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+def _save(response: requests.Response, dest: Path) -> int:
+    size = 0
+    with dest.open("wb") as out:
+        for piece in response.iter_content(PIECE):
+            out.write(piece)
+            size += len(piece)
+    expected = response.headers.get("Content-Length")
+    if expected is not None and expected.isdigit() and int(expected) != size:
+        raise _Transient(urlsplit(response.url).path, f"truncated ({size} of {expected} bytes)")
+    return size
+
+
+class ReportFile:
+    """A downloaded report: a zip of ``<name>.csv`` or one CSV (``single`` names it)."""
+
+    def __init__(self, path: Path, *, single: str | None = None, label: str = "report") -> None:
+        self.path = path
+        self.label = label
+        self.single = single
+        self.is_zip = zipfile.is_zipfile(path)
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[str]]:
+        """A text stream of ``<name>.csv`` (BOM tolerated)."""
+        if self.is_zip:
+            with zipfile.ZipFile(self.path) as zf:
+                member = _member(zf.namelist(), name)
+                if member is None:
+                    raise ReportFormatError(f"{self.label}: the zip has no {name}.csv")
+                with zf.open(member) as raw:
+                    yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            return
+        if self.single != name:
+            raise ReportFormatError(
+                f"{self.label}: a single CSV, not a zip, but {name}.csv was expected too"
+            )
+        with self.path.open(encoding="utf-8-sig", newline="") as stream:
+            yield stream
+
+    def header(self, name: str) -> list[str]:
+        with self.open(name) as stream:
+            return [h.strip() for h in next(csv.reader(stream), [])]
+
+    def chunks(
+        self,
+        name: str,
+        required: Sequence[str],
+        optional: Sequence[str] = (),
+        *,
+        chunk_rows: int = 50_000,
+    ) -> Iterator[pd.DataFrame]:
+        """String columns ``required`` (+ those of ``optional`` present), chunk by chunk."""
+        header = self.header(name)
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ReportFormatError(
+                f"{self.label}: {name}.csv lacks column(s) {', '.join(missing)} "
+                f"(it has {len(header)} columns)"
+            )
+        wanted = set(required) | {c for c in optional if c in header}
+        with self.open(name) as stream:
+            reader = pd.read_csv(
+                stream,
+                usecols=lambda c: c.strip() in wanted,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                chunksize=chunk_rows,
+            )
+            for chunk in reader:
+                chunk.columns = [c.strip() for c in chunk.columns]
+                yield chunk
+
+
+def _member(names: Sequence[str], name: str) -> str | None:
+    target = f"{name}.csv"
+    return next((n for n in names if n == target or n.endswith("/" + target)), None)
