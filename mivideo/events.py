@@ -55,15 +55,24 @@ def query_text(events_table: str) -> str:
 
 
 def fetch_media_started_hourly(
-    config: Mapping[str, Any], env_dir: Path, after: datetime, *, max_attempts: int
+    config: Mapping[str, Any],
+    env_dir: Path,
+    after: datetime,
+    hour_from: datetime,
+    *,
+    max_attempts: int,
 ) -> pd.DataFrame:
-    """Counts per (UTC hour, course) of events after ``after`` and before today (UTC).
+    """Counts per (UTC hour, course) of events after ``after``, at or after ``hour_from``
+    (an hour's start: that hour is counted whole) and before today (UTC).
 
     Columns as in ``mivideo_media_started_hourly`` (no id); times naive UTC.
     """
     client = make_client(config, env_dir)
     retry = AttemptRetry(max_attempts)
-    params = [bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after)]
+    params = [
+        bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after),
+        bigquery.ScalarQueryParameter("hour_from", "TIMESTAMP", hour_from),
+    ]
     job_config = bigquery.QueryJobConfig(query_parameters=params, use_legacy_sql=False)
     try:
         job = client.query(
@@ -78,7 +87,8 @@ def fetch_media_started_hourly(
         raise JobError(f"BigQuery query of the UDP event store failed: {_describe(exc)}") from None
     finally:
         client.close()
-    log.info("BigQuery: %d course-hour rows of media started after %s", len(frame), after)
+    log.info("BigQuery: %d course-hour rows of media started from %s", len(frame),
+             max(after, hour_from))  # fmt: skip
     return frame
 
 

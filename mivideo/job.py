@@ -2,11 +2,13 @@
 created in Kaltura, loaded incrementally and idempotently.
 
 1. ``mivideo_media_started_hourly``: KAF ``MediaEvent``/``Started`` events counted per
-   (UTC hour, course) after the watermark (the latest stored ``event_time_utc_latest``,
-   else ``default_last_timestamp``) and before the start of today (UTC). A re-run the
-   same day finds nothing after the watermark, so nothing is counted twice. Should an
-   event arrive late inside the watermark's own hour, its count is added to the stored
-   row of that hour rather than replacing it.
+   (UTC hour, course) after ``default_last_timestamp`` and before the start of today
+   (UTC), from the start of the hour of the watermark (the latest stored
+   ``event_time_utc_latest``) on. That hour and every later one are recounted WHOLE and
+   their stored rows replaced, never added to: a re-run, an event arriving late inside
+   the watermark's hour, and two runs at once (whichever commits last writes the same
+   complete counts) all leave every event counted once. Nothing is read from the table
+   and then added to, so no lock or shared transaction is needed for correctness.
 2. ``mivideo_media_created`` / ``mivideo_media_courses``: Kaltura entries created at or
    after the latest stored ``created_at`` (else ``default_last_timestamp``), upserted on
    their keys (entries of that boundary second come again and change nothing).
@@ -43,12 +45,17 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     attempts = int(ctx.config.get("MAX_REQ_ATTEMPTS", 3))
     start = parse_timestamp(config["default_last_timestamp"])
 
-    events_after = latest(ctx.engine, mivideo_media_started_hourly.c.event_time_utc_latest)
-    events_after = events_after or start
-    ctx.log.info("MIVIDEO: counting media started after %s (before today, UTC)", events_after)
+    watermark = latest(ctx.engine, mivideo_media_started_hourly.c.event_time_utc_latest)
+    watermark = max(watermark or start, start)
+    hour_from = watermark.replace(minute=0, second=0, microsecond=0)
+    ctx.log.info(
+        "MIVIDEO: counting media started from the hour %s (whole hours, after %s, before "
+        "today, UTC)", hour_from, start,
+    )  # fmt: skip
     ctx.phase("BigQuery events")
-    hourly = fetch_media_started_hourly(config, ctx.env_dir, events_after, max_attempts=attempts)
-    hourly = add_stored_counts(ctx.engine, hourly)
+    hourly = fetch_media_started_hourly(
+        config, ctx.env_dir, start, hour_from, max_attempts=attempts
+    )
 
     ctx.phase("Kaltura media")
     media_since = latest(ctx.engine, mivideo_media_created.c.created_at) or start
@@ -72,7 +79,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     ctx.write_csvs(frames)
 
     newest_event = (
-        utc(hourly["event_time_utc_latest"].max().to_pydatetime()) if len(hourly) else events_after
+        utc(hourly["event_time_utc_latest"].max().to_pydatetime()) if len(hourly) else watermark
     )
     return [
         DataSourceStatus(DataSourceName.UNIZIN_DATA_PLATFORM_EVENTS, newest_event),
@@ -106,36 +113,6 @@ def latest(engine: Engine, column: Any) -> datetime | None:
     with engine.connect() as conn:
         value = conn.execute(select(func.max(column))).scalar()
     return utc(value) if value is not None else None
-
-
-# -- media started per hour ---------------------------------------------------------------
-
-
-def add_stored_counts(engine: Engine, hourly: pd.DataFrame) -> pd.DataFrame:
-    """Add the stored count of an (hour, course) row the new rows collide with.
-
-    New events are all after the watermark, so only the watermark's own hour (the
-    earliest new hour) can already be stored, and only for late-arriving events.
-    """
-    if hourly.empty:
-        return hourly
-    table = mivideo_media_started_hourly
-    first_hour = hourly["event_hour_utc"].min().to_pydatetime()
-    query = select(table.c.course_id, table.c.event_time_utc_latest, table.c.event_count)
-    with engine.connect() as conn:
-        stored = conn.execute(query.where(table.c.event_hour_utc == first_hour)).all()
-    if not stored:
-        return hourly
-    merged = hourly.copy()
-    by_course = {row.course_id: row for row in stored}
-    for i in merged.index[merged["event_hour_utc"] == pd.Timestamp(first_hour)]:
-        old = by_course.get(int(merged.at[i, "course_id"]))
-        if old is not None:
-            merged.at[i, "event_count"] += old.event_count
-            merged.at[i, "event_time_utc_latest"] = max(
-                merged.at[i, "event_time_utc_latest"], pd.Timestamp(old.event_time_utc_latest)
-            )
-    return merged
 
 
 # -- media created ----------------------------------------------------------------------------
