@@ -32,6 +32,7 @@ from courseinv.db.tables import mivideo_media_created, mivideo_media_started_hou
 from courseinv.mivideo.events import fetch_media_started_hourly, utc
 from courseinv.mivideo.kaltura import KalturaClient, KalturaError, course_links
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from courseinv.runner.payload import Fields
 from sqlalchemy import Engine, func, select
 
 DEFAULT_SERVICE_URL = "https://www.kaltura.com"
@@ -140,16 +141,28 @@ def fetch_media(
     return media_frame(entries.values()), courses_frame(entries.values(), prefixes), client.requests
 
 
+MEDIA_LIST = "Kaltura media.list"
+
+
+def media_entry(entry: Any) -> tuple[str, datetime, str | None, int | None, str | None]:
+    """An entry's id, createdAt (naive UTC), name, duration and categories, checked."""
+    e = Fields(entry, MEDIA_LIST, "media entry")
+    entry_id = e.text("id")
+    if not entry_id:
+        e.fail("id", "is empty (expected an entry id)")
+    created = e.int("createdAt", minimum=0)
+    assert entry_id is not None and created is not None
+    return (
+        entry_id,
+        datetime.fromtimestamp(created, UTC).replace(tzinfo=None),
+        _name(e.text("name", required=False)),
+        e.int("duration", required=False, minimum=0),
+        e.str("categories", required=False),
+    )
+
+
 def media_frame(entries: Any) -> pd.DataFrame:
-    rows = [
-        (
-            str(e["id"]),
-            datetime.fromtimestamp(int(e["createdAt"]), UTC).replace(tzinfo=None),
-            _name(e.get("name")),
-            int(e["duration"]) if e.get("duration") is not None else None,
-        )
-        for e in entries
-    ]
+    rows = [media_entry(e)[:4] for e in entries]
     frame = pd.DataFrame(rows, columns=["id", "created_at", "name", "duration"])
     frame["created_at"] = pd.to_datetime(frame["created_at"])
     return frame.astype({"duration": "Int64"})
@@ -158,9 +171,9 @@ def media_frame(entries: Any) -> pd.DataFrame:
 def courses_frame(entries: Any, prefixes: list[str]) -> pd.DataFrame:
     rows = sorted(
         {
-            (str(e["id"]), link.course_id, link.in_context)
-            for e in entries
-            for link in course_links(e.get("categories"), prefixes)
+            (entry_id, link.course_id, link.in_context)
+            for entry_id, _, _, _, categories in map(media_entry, entries)
+            for link in course_links(categories, prefixes)
         }
     )
     frame = pd.DataFrame(rows, columns=["media_id", "course_id", "in_context"])
