@@ -117,7 +117,8 @@ def visible_tools(tabs: Any, endpoint: str = "course tabs") -> set[int]:
     tools: set[int] = set()
     for tab in checked_list(tabs, endpoint, "tabs"):
         t = Fields(tab, endpoint, "tab")
+        hidden = t.bool("hidden", required=False)
         match = TOOL_TAB.fullmatch(t.text("id", required=False) or "")
-        if match and not t.bool("hidden", required=False):
+        if match and not hidden:
             tools.add(int(match.group(1)))
     return tools
