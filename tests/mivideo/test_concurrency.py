@@ -55,8 +55,10 @@ def run_together(engines: list[Engine], sandbox: MivideoSandbox, tmp_path: Path)
     errors: list[BaseException] = []
     start = threading.Barrier(len(engines))
 
+    config = load(sandbox)  # written and read once: the runs share it
+
     def one(engine: Engine, i: int) -> None:
-        ctx = context(load(sandbox), engine, tmp_path / f"run{i}")
+        ctx = context(config, engine, tmp_path / f"run{i}")
         start.wait()
         try:
             run(ctx)
