@@ -3,7 +3,10 @@ publish date (audit log), activity analytics and enrollments (GraphQL).
 
 Every call goes through ``http_client.CanvasClient`` (retries, pagination, throttling and
 fan-out live there); this module only says which endpoints to read and keeps the fields
-the output tables need, as raw Canvas values (ISO datetime strings, string ids).
+the output tables need. Every field used is checked where it is read (``runner.payload``):
+a missing, null or malformed one fails the job with an error naming the endpoint, the
+object's id and the field, never a silent filter or a bare TypeError. Kept values are ints
+for ids and counts, checked ISO strings for timestamps, strings (or None) for text.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import numpy as np
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import PermanentHttpError
+from courseinv.runner.jobs import JobError
+from courseinv.runner.payload import Fields, checked_list
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +52,41 @@ COURSE_FIELDS = (
 
 def root_account_id(canvas: CanvasClient, account_id: int) -> int:
     """The root of ``account_id``'s tree (terms belong to root accounts only)."""
-    account = canvas.get(f"/api/v1/accounts/{account_id}")
-    return int(account.get("root_account_id") or account["id"])
+    endpoint = f"/api/v1/accounts/{account_id}"
+    account = Fields(canvas.get(endpoint), endpoint, "account")
+    root = account.int("root_account_id", required=False)
+    return root if root else account.id()
 
 
 def read_terms(canvas: CanvasClient, root_id: int, term_ids: Sequence[int]) -> list[dict[str, Any]]:
     """Each configured term (a missing term is a permanent error: it fails the job)."""
-    return [canvas.get(f"/api/v1/accounts/{root_id}/terms/{t}") for t in dict.fromkeys(term_ids)]
+    terms = []
+    for term_id in dict.fromkeys(term_ids):
+        endpoint = f"/api/v1/accounts/{root_id}/terms/{term_id}"
+        term = Fields(canvas.get(endpoint), endpoint, "term")
+        terms.append({
+            "id": term.id(),
+            "name": term.text("name"),
+            "sis_term_id": term.text("sis_term_id", required=False),
+            "start_at": term.timestamp("start_at", required=False),
+            "end_at": term.timestamp("end_at", required=False),
+        })  # fmt: skip
+    return terms
+
+
+def course_fields(course: Any, endpoint: str) -> dict[str, Any]:
+    """The kept fields of an account-courses entry, checked (``total_students`` too)."""
+    c = Fields(course, endpoint, "course")
+    return {
+        "id": c.id(),
+        "sis_course_id": c.text("sis_course_id", required=False),
+        "name": c.text("name"),
+        "account_id": c.id("account_id"),
+        "enrollment_term_id": c.id("enrollment_term_id"),
+        "created_at": c.timestamp("created_at", required=False),
+        "workflow_state": c.str("workflow_state"),
+        "total_students": c.int("total_students", minimum=0),
+    }
 
 
 def read_courses(
@@ -62,13 +95,16 @@ def read_courses(
     """The account's courses of the terms with at least one student, de-duplicated by id
     (terms are listed concurrently; pages may repeat rows)."""
 
+    endpoint = f"/api/v1/accounts/{account_id}/courses"
+
     def term_courses(term_id: int) -> tuple[int, list[dict[str, Any]]]:
         params = {**COURSE_LIST_PARAMS, "enrollment_term_id": term_id}
         listed, kept = 0, []
-        for course in canvas.paginate(f"/api/v1/accounts/{account_id}/courses", params):
+        for raw in canvas.paginate(endpoint, params):
             listed += 1
-            if int(course.get("total_students") or 0) >= 1:
-                kept.append({k: course.get(k) for k in COURSE_FIELDS})
+            course = course_fields(raw, endpoint)
+            if course["total_students"] >= 1:
+                kept.append({k: course[k] for k in COURSE_FIELDS})
         return listed, kept
 
     terms = list(dict.fromkeys(term_ids))
@@ -79,15 +115,28 @@ def read_courses(
             courses.setdefault(int(course["id"]), course)
     listed = sum(n for n, _ in per_term.values())
     log.info("Courses: %d listed, %d kept (with students, de-duplicated)", listed, len(courses))
+    if terms and listed == 0:
+        raise JobError(
+            f"{endpoint}: no courses at all for term(s) {', '.join(map(str, terms))}; "
+            "refusing to publish an empty inventory (check CANVAS_ACCOUNT_ID/CANVAS_TERM_IDS)"
+        )
     return list(courses.values())
 
 
 def read_accounts(canvas: CanvasClient, account_ids: Iterable[int]) -> list[dict[str, Any]]:
-    """The account objects of ``account_ids``, fetched concurrently."""
-    run = canvas.map(
-        lambda a: canvas.get(f"/api/v1/accounts/{a}"), sorted(set(account_ids)), desc="accounts"
-    )
-    return [account for _, account in run]
+    """The account objects of ``account_ids``, fetched concurrently, checked."""
+
+    def account(account_id: int) -> dict[str, Any]:
+        endpoint = f"/api/v1/accounts/{account_id}"
+        a = Fields(canvas.get(endpoint), endpoint, "account")
+        return {
+            "id": a.id(),
+            "name": a.text("name"),
+            "sis_account_id": a.text("sis_account_id", required=False),
+        }
+
+    run = canvas.map(account, sorted(set(account_ids)), desc="accounts")
+    return [a for _, a in run]
 
 
 # -- per course ----------------------------------------------------------------------
@@ -104,20 +153,17 @@ class Enrollments:
     role_type: np.ndarray
 
     @classmethod
-    def from_nodes(cls, nodes: Sequence[Mapping[str, Any]]) -> Enrollments:
-        def ints(key: Any) -> np.ndarray:
-            return np.fromiter((key(n) for n in nodes), dtype=np.int64, count=len(nodes))
+    def from_nodes(cls, nodes: Sequence[tuple[int, int, int, str, str]]) -> Enrollments:
+        """From checked ``(id, user id, section id, state, type)`` tuples."""
 
-        def words(name: str) -> np.ndarray:
-            return np.array([sys.intern(str(n[name])) for n in nodes], dtype=object)
+        def ints(i: int) -> np.ndarray:
+            return np.fromiter((n[i] for n in nodes), dtype=np.int64, count=len(nodes))
 
-        return cls(
-            id=ints(lambda n: int(n["_id"])),
-            user_id=ints(lambda n: int(n["user"]["_id"])),
-            section_id=ints(lambda n: int(n["section"]["_id"])),
-            workflow_state=words("state"),
-            role_type=words("type"),
-        )
+        def words(i: int) -> np.ndarray:
+            return np.array([sys.intern(n[i]) for n in nodes], dtype=object)
+
+        return cls(id=ints(0), user_id=ints(1), section_id=ints(2),
+                   workflow_state=words(3), role_type=words(4))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +183,17 @@ class Activity:
     participations: np.ndarray  # int64
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Activity:
+    def from_rows(cls, rows: Any, endpoint: str) -> Activity:
+        """From the analytics answer, each row's date, views and participations checked."""
+        checked = []
+        for row in checked_list(rows, endpoint, "activity"):
+            r = Fields(row, endpoint, "activity row", id_field="date")
+            checked.append((r.date("date"), r.int("views", minimum=0),
+                            r.int("participations", minimum=0)))  # fmt: skip
         return cls(
-            date=np.array([r["date"] for r in rows], dtype="datetime64[D]"),
-            views=np.array([int(r["views"]) for r in rows], dtype=np.int64),
-            participations=np.array([int(r["participations"]) for r in rows], dtype=np.int64),
+            date=np.array([r[0] for r in checked], dtype="datetime64[D]"),
+            views=np.array([r[1] for r in checked], dtype=np.int64),
+            participations=np.array([r[2] for r in checked], dtype=np.int64),
         )
 
 
@@ -160,43 +212,51 @@ class CourseDetails:
 def newest_published_at(canvas: CanvasClient, course_id: int) -> str | None:
     """created_at of the newest ``published`` audit event; pages are walked newest first
     and no further than needed."""
-    events = canvas.paginate(f"/api/v1/audit/course/courses/{course_id}", key="events")
-    for event in events:
-        if event.get("event_type") == "published":
-            return str(event["created_at"])
+    endpoint = f"/api/v1/audit/course/courses/{course_id}"
+    for event in canvas.paginate(endpoint, key="events"):
+        e = Fields(event, endpoint, "audit event")
+        if e.str("event_type", required=False) == "published":
+            return e.timestamp("created_at")
     return None
 
 
 def course_activity(canvas: CanvasClient, course_id: int) -> Activity | None:
     """Daily views and participations; None (with a warning) when Canvas answers 4xx."""
+    endpoint = f"/api/v1/courses/{course_id}/analytics/activity"
     try:
-        rows = canvas.get(f"/api/v1/courses/{course_id}/analytics/activity")
+        rows = canvas.get(endpoint)
     except PermanentHttpError as exc:
         log.warning("Course %s: activity analytics unavailable, skipped (%s)", course_id, exc)
         return None
-    return Activity.from_rows(rows)
+    return Activity.from_rows(rows, endpoint)
 
 
 def course_enrollments(canvas: CanvasClient, course_id: int) -> CourseDetails:
     """The course's enrollments (test student left out) and the sections they are in."""
-    nodes: list[Mapping[str, Any]] = []
+    endpoint = f"GraphQL course({course_id}).enrollmentsConnection"
+    nodes: list[tuple[int, int, int, str, str]] = []
     sections: dict[int, Section] = {}
     dropped = 0  # enrollments without a section cannot be stored (course_section_id)
-    for node in canvas.graphql_connection(
+    for raw in canvas.graphql_connection(
         ENROLLMENTS_QUERY, {"courseId": str(course_id)}, ENROLLMENTS_CONNECTION
     ):
-        if node.get("type") == TEST_STUDENT_TYPE:
+        node = Fields(raw, endpoint, "enrollment", id_field="_id")
+        kind = node.str("type")
+        if kind == TEST_STUDENT_TYPE:
             continue
-        section = node.get("section")
-        if not section:
+        section = node.object("section", "section", required=False)
+        if section is None:
             dropped += 1
             continue
-        nodes.append(node)
-        section_id = int(section["_id"])
+        user = node.object("user", "user")
+        assert user is not None and kind is not None
+        section_id = section.id("_id")
+        nodes.append((node.id("_id"), user.id("_id"), section_id, str(node.str("state")), kind))
         if section_id not in sections:
             sections[section_id] = Section(
-                section_id, str(section["name"]), section.get("sisId"), course_id
-            )
+                section_id, str(section.text("name")), section.text("sisId", required=False),
+                course_id,
+            )  # fmt: skip
     if dropped:
         log.warning("Course %s: %d enrollment(s) without a section left out", course_id, dropped)
     return CourseDetails(
@@ -222,9 +282,9 @@ def read_course_details(
     """
 
     def details(course: Mapping[str, Any]) -> CourseDetails:
-        course_id = int(course["id"])
+        course_id = int(course["id"])  # checked by read_courses
         out = course_enrollments(canvas, course_id) if enrollments else CourseDetails(course_id)
-        if course.get("workflow_state") == "available":
+        if course["workflow_state"] == "available":
             out.activity = course_activity(canvas, course_id)
             if course_id not in published_known:
                 out.published_at = newest_published_at(canvas, course_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from courseinv.runner.payload import Fields
 from sqlalchemy import Engine, bindparam, column, select, table
 
 CHUNK = 5_000
@@ -34,7 +35,10 @@ def section_sis_ids(
     with engine.connect() as conn:
         for start in range(0, len(ids), chunk):
             rows = conn.execute(_SIS_BY_ID, {"ids": ids[start : start + chunk]})
-            found.update((int(canvas_id), sis) for canvas_id, sis in rows)
+            for canvas_id, sis in rows:
+                row = Fields({"canvas_id": canvas_id, "sis_source_id": sis},
+                             "UDW course_section_dim", "section", id_field="canvas_id")  # fmt: skip
+                found[row.id("canvas_id")] = row.text("sis_source_id", required=False)
     return found
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import requests
 from courseinv.runner.jobs import JobError
+from courseinv.runner.payload import Fields
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.auth import exceptions as auth_exceptions
@@ -55,15 +56,24 @@ def query_text(events_table: str) -> str:
 
 
 def fetch_media_started_hourly(
-    config: Mapping[str, Any], env_dir: Path, after: datetime, *, max_attempts: int
+    config: Mapping[str, Any],
+    env_dir: Path,
+    after: datetime,
+    hour_from: datetime,
+    *,
+    max_attempts: int,
 ) -> pd.DataFrame:
-    """Counts per (UTC hour, course) of events after ``after`` and before today (UTC).
+    """Counts per (UTC hour, course) of events after ``after``, at or after ``hour_from``
+    (an hour's start: that hour is counted whole) and before today (UTC).
 
     Columns as in ``mivideo_media_started_hourly`` (no id); times naive UTC.
     """
     client = make_client(config, env_dir)
     retry = AttemptRetry(max_attempts)
-    params = [bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after)]
+    params = [
+        bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after),
+        bigquery.ScalarQueryParameter("hour_from", "TIMESTAMP", hour_from),
+    ]
     job_config = bigquery.QueryJobConfig(query_parameters=params, use_legacy_sql=False)
     try:
         job = client.query(
@@ -73,12 +83,13 @@ def fetch_media_started_hourly(
             timeout=QUERY_TIMEOUT_S,
         )
         rows = job.result(retry=retry, timeout=QUERY_TIMEOUT_S, page_size=PAGE_ROWS)
-        frame = _frame([tuple(row.values()) for row in rows])
+        frame = _frame([checked_row(tuple(row.values())) for row in rows])
     except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError, ValueError) as exc:
         raise JobError(f"BigQuery query of the UDP event store failed: {_describe(exc)}") from None
     finally:
         client.close()
-    log.info("BigQuery: %d course-hour rows of media started after %s", len(frame), after)
+    log.info("BigQuery: %d course-hour rows of media started from %s", len(frame),
+             max(after, hour_from))  # fmt: skip
     return frame
 
 
@@ -118,6 +129,17 @@ def read_key_file(path: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise JobError(f"{where}: not a service-account key (type must be service_account)")
     return info
+
+
+def checked_row(values: tuple) -> tuple:
+    """One result row with every column present and of its type (errors name the row)."""
+    row = Fields(dict(zip(COLUMNS, values, strict=False)), "BigQuery media_started_hourly",
+                 "row", object_id=f"(hour {values[0] if values else None}, course "
+                 f"{values[1] if len(values) > 1 else None})")  # fmt: skip
+    if len(values) != len(COLUMNS):
+        row.fail("(columns)", f"are {len(values)} (expected {', '.join(COLUMNS)})")
+    return (row.utc("event_hour_utc"), row.int("course_id"), row.utc("event_time_utc_latest"),
+            row.int("event_count", minimum=1))  # fmt: skip
 
 
 def _frame(rows: list[tuple]) -> pd.DataFrame:

@@ -2,11 +2,13 @@
 created in Kaltura, loaded incrementally and idempotently.
 
 1. ``mivideo_media_started_hourly``: KAF ``MediaEvent``/``Started`` events counted per
-   (UTC hour, course) after the watermark (the latest stored ``event_time_utc_latest``,
-   else ``default_last_timestamp``) and before the start of today (UTC). A re-run the
-   same day finds nothing after the watermark, so nothing is counted twice. Should an
-   event arrive late inside the watermark's own hour, its count is added to the stored
-   row of that hour rather than replacing it.
+   (UTC hour, course) after ``default_last_timestamp`` and before the start of today
+   (UTC), from the start of the hour of the watermark (the latest stored
+   ``event_time_utc_latest``) on. That hour and every later one are recounted WHOLE and
+   their stored rows replaced, never added to: a re-run, an event arriving late inside
+   the watermark's hour, and two runs at once (whichever commits last writes the same
+   complete counts) all leave every event counted once. Nothing is read from the table
+   and then added to, so no lock or shared transaction is needed for correctness.
 2. ``mivideo_media_created`` / ``mivideo_media_courses``: Kaltura entries created at or
    after the latest stored ``created_at`` (else ``default_last_timestamp``), upserted on
    their keys (entries of that boundary second come again and change nothing).
@@ -30,6 +32,7 @@ from courseinv.db.tables import mivideo_media_created, mivideo_media_started_hou
 from courseinv.mivideo.events import fetch_media_started_hourly, utc
 from courseinv.mivideo.kaltura import KalturaClient, KalturaError, course_links
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
+from courseinv.runner.payload import Fields
 from sqlalchemy import Engine, func, select
 
 DEFAULT_SERVICE_URL = "https://www.kaltura.com"
@@ -43,12 +46,17 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     attempts = int(ctx.config.get("MAX_REQ_ATTEMPTS", 3))
     start = parse_timestamp(config["default_last_timestamp"])
 
-    events_after = latest(ctx.engine, mivideo_media_started_hourly.c.event_time_utc_latest)
-    events_after = events_after or start
-    ctx.log.info("MIVIDEO: counting media started after %s (before today, UTC)", events_after)
+    watermark = latest(ctx.engine, mivideo_media_started_hourly.c.event_time_utc_latest)
+    watermark = max(watermark or start, start)
+    hour_from = watermark.replace(minute=0, second=0, microsecond=0)
+    ctx.log.info(
+        "MIVIDEO: counting media started from the hour %s (whole hours, after %s, before "
+        "today, UTC)", hour_from, start,
+    )  # fmt: skip
     ctx.phase("BigQuery events")
-    hourly = fetch_media_started_hourly(config, ctx.env_dir, events_after, max_attempts=attempts)
-    hourly = add_stored_counts(ctx.engine, hourly)
+    hourly = fetch_media_started_hourly(
+        config, ctx.env_dir, start, hour_from, max_attempts=attempts
+    )
 
     ctx.phase("Kaltura media")
     media_since = latest(ctx.engine, mivideo_media_created.c.created_at) or start
@@ -72,7 +80,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     ctx.write_csvs(frames)
 
     newest_event = (
-        utc(hourly["event_time_utc_latest"].max().to_pydatetime()) if len(hourly) else events_after
+        utc(hourly["event_time_utc_latest"].max().to_pydatetime()) if len(hourly) else watermark
     )
     return [
         DataSourceStatus(DataSourceName.UNIZIN_DATA_PLATFORM_EVENTS, newest_event),
@@ -108,36 +116,6 @@ def latest(engine: Engine, column: Any) -> datetime | None:
     return utc(value) if value is not None else None
 
 
-# -- media started per hour ---------------------------------------------------------------
-
-
-def add_stored_counts(engine: Engine, hourly: pd.DataFrame) -> pd.DataFrame:
-    """Add the stored count of an (hour, course) row the new rows collide with.
-
-    New events are all after the watermark, so only the watermark's own hour (the
-    earliest new hour) can already be stored, and only for late-arriving events.
-    """
-    if hourly.empty:
-        return hourly
-    table = mivideo_media_started_hourly
-    first_hour = hourly["event_hour_utc"].min().to_pydatetime()
-    query = select(table.c.course_id, table.c.event_time_utc_latest, table.c.event_count)
-    with engine.connect() as conn:
-        stored = conn.execute(query.where(table.c.event_hour_utc == first_hour)).all()
-    if not stored:
-        return hourly
-    merged = hourly.copy()
-    by_course = {row.course_id: row for row in stored}
-    for i in merged.index[merged["event_hour_utc"] == pd.Timestamp(first_hour)]:
-        old = by_course.get(int(merged.at[i, "course_id"]))
-        if old is not None:
-            merged.at[i, "event_count"] += old.event_count
-            merged.at[i, "event_time_utc_latest"] = max(
-                merged.at[i, "event_time_utc_latest"], pd.Timestamp(old.event_time_utc_latest)
-            )
-    return merged
-
-
 # -- media created ----------------------------------------------------------------------------
 
 
@@ -163,16 +141,28 @@ def fetch_media(
     return media_frame(entries.values()), courses_frame(entries.values(), prefixes), client.requests
 
 
+MEDIA_LIST = "Kaltura media.list"
+
+
+def media_entry(entry: Any) -> tuple[str, datetime, str | None, int | None, str | None]:
+    """An entry's id, createdAt (naive UTC), name, duration and categories, checked."""
+    e = Fields(entry, MEDIA_LIST, "media entry")
+    entry_id = e.text("id")
+    if not entry_id:
+        e.fail("id", "is empty (expected an entry id)")
+    created = e.int("createdAt", minimum=0)
+    assert entry_id is not None and created is not None
+    return (
+        entry_id,
+        datetime.fromtimestamp(created, UTC).replace(tzinfo=None),
+        _name(e.text("name", required=False)),
+        e.int("duration", required=False, minimum=0),
+        e.str("categories", required=False),
+    )
+
+
 def media_frame(entries: Any) -> pd.DataFrame:
-    rows = [
-        (
-            str(e["id"]),
-            datetime.fromtimestamp(int(e["createdAt"]), UTC).replace(tzinfo=None),
-            _name(e.get("name")),
-            int(e["duration"]) if e.get("duration") is not None else None,
-        )
-        for e in entries
-    ]
+    rows = [media_entry(e)[:4] for e in entries]
     frame = pd.DataFrame(rows, columns=["id", "created_at", "name", "duration"])
     frame["created_at"] = pd.to_datetime(frame["created_at"])
     return frame.astype({"duration": "Int64"})
@@ -181,9 +171,9 @@ def media_frame(entries: Any) -> pd.DataFrame:
 def courses_frame(entries: Any, prefixes: list[str]) -> pd.DataFrame:
     rows = sorted(
         {
-            (str(e["id"]), link.course_id, link.in_context)
-            for e in entries
-            for link in course_links(e.get("categories"), prefixes)
+            (entry_id, link.course_id, link.in_context)
+            for entry_id, _, _, _, categories in map(media_entry, entries)
+            for link in course_links(categories, prefixes)
         }
     )
     frame = pd.DataFrame(rows, columns=["media_id", "course_id", "in_context"])

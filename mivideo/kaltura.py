@@ -222,7 +222,13 @@ def _classify(response: requests.Response) -> Verdict | None:
 
 
 def _entry_key(entry: Any) -> tuple[str, int]:
-    try:
-        return str(entry["id"]), int(entry["createdAt"])
-    except (KeyError, TypeError, ValueError):
-        raise KalturaError("Kaltura media.list returned an entry without id/createdAt") from None
+    entry_id = entry.get("id") if isinstance(entry, dict) else None
+    created = entry.get("createdAt") if isinstance(entry, dict) else None
+    if not isinstance(entry_id, str) or not entry_id:
+        raise KalturaError(f"Kaltura media.list: entry {entry_id!r}: id is not an entry id")
+    if isinstance(created, bool) or not isinstance(created, int):
+        raise KalturaError(
+            f"Kaltura media.list: media entry {entry_id}: createdAt is {str(created)[:40]!r} "
+            "(expected an integer)"
+        )
+    return entry_id, created

@@ -1,13 +1,16 @@
 -- Kaltura KAF "MediaEvent/Started" Caliper events per UTC hour and Canvas course.
 --
 -- Parameters (named, bound by the BigQuery client; never formatted into the text):
---   @after_time  TIMESTAMP  the watermark: the latest event_time already counted
+--   @after_time  TIMESTAMP  the floor (default_last_timestamp): later events only
+--   @hour_from   TIMESTAMP  the start of the newest stored hour: it and every later
+--                           (complete) hour are counted whole, so storing the result
+--                           replaces counts and never adds to them: a re-run, a late
+--                           event, or two runs at once cannot count an event twice
 -- A table name cannot be a parameter in BigQuery: the placeholder after FROM is replaced
 -- by the configured MIVIDEO.udp_events_table, validated and backtick-quoted (events.py).
 --
 -- Only whole UTC days are counted (event_time before the start of today, UTC), so every
--- hour bucket is complete when it is stored and the next run continues after the newest
--- event_time counted here. kaf:course_id is a string of digits; anything else (missing,
+-- hour bucket is complete when it is stored; the next run recounts from the newest one. kaf:course_id is a string of digits; anything else (missing,
 -- JSON null, "abc", "12abc") casts to NULL and is dropped.
 SELECT
   event_hour_utc,
@@ -26,6 +29,7 @@ FROM (
     AND action = 'Started'
     AND ENDS_WITH(ed_app, '/caliper/info/app/KafEdApp')
     AND event_time > @after_time
+    AND event_time >= @hour_from
     AND event_time < TIMESTAMP(CURRENT_DATE('UTC'))
 )
 WHERE course_id IS NOT NULL

@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import Forbidden, NotFound
+from courseinv.runner.payload import Fields
 
 log = logging.getLogger(__name__)
 
 # Canvas reads at most this many context codes per calendar-events request.
 CONTEXT_CODES_MAX = 10
+CALENDAR_EVENTS = "/api/v1/calendar_events"
 # Fields of a Canvas calendar event that may carry a join URL.
 MEETING_FIELDS = ("location_name", "location_address", "description")
 
@@ -66,7 +68,8 @@ def _batch_meetings(
         return {k: v for cid in course_ids for k, v in _batch_meetings(canvas, (cid,)).items()}
     by_course: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for event in events:
-        by_course[str(event.get("context_code"))].append(event)
+        code = Fields(event, CALENDAR_EVENTS, "calendar event").str("context_code", required=False)
+        by_course[str(code)].append(event)
     return {cid: course_meetings(by_course.get(f"course_{cid}", ())) for cid in course_ids}
 
 
@@ -77,7 +80,7 @@ def calendar_events(canvas: CanvasClient, course_ids: Sequence[int]) -> Iterable
         "all_events": "true",
         "type": "event",
     }
-    return canvas.paginate("/api/v1/calendar_events", params)
+    return canvas.paginate(CALENDAR_EVENTS, params)
 
 
 def meeting_ids(text: str | None) -> set[int]:
@@ -98,11 +101,17 @@ def event_meeting_ids(event: Mapping[str, Any]) -> set[int]:
 def course_meetings(events: Iterable[Mapping[str, Any]]) -> list[CalendarMeeting]:
     """Distinct (meeting id, start time) pairs of a course's calendar events, sorted."""
     meetings = {
-        CalendarMeeting(meeting_id, parse_utc(event.get("start_at")))
+        CalendarMeeting(meeting_id, event_start(event))
         for event in events
         for meeting_id in event_meeting_ids(event)
     }
     return sorted(meetings, key=lambda m: (m.meeting_id, m.start_time or datetime.min))
+
+
+def event_start(event: Mapping[str, Any]) -> datetime | None:
+    """A calendar event's ``start_at`` as naive UTC (None when absent); checked."""
+    moment = Fields(event, CALENDAR_EVENTS, "calendar event").utc("start_at", required=False)
+    return moment.replace(tzinfo=None) if moment is not None else None
 
 
 def parse_utc(value: str | None) -> datetime | None:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import Forbidden, NotFound
+from courseinv.runner.payload import Fields, checked_list
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ def scope_courses(
 
 def _available_courses(canvas: CanvasClient, account_id: int, term_id: int) -> Iterable[Course]:
     params = {"enrollment_term_id": term_id, "published": "true"}
-    for course in canvas.paginate(f"/api/v1/accounts/{account_id}/courses", params):
-        if course.get("workflow_state") == "available":
-            yield _course(course)
+    endpoint = f"/api/v1/accounts/{account_id}/courses"
+    for course in canvas.paginate(endpoint, params):
+        if Fields(course, endpoint, "course").str("workflow_state") == "available":
+            yield _course(course, endpoint)
 
 
 def _added_course(canvas: CanvasClient, course_id: int) -> Course | None:
@@ -74,11 +76,12 @@ def _added_course(canvas: CanvasClient, course_id: int) -> Course | None:
             "ADD_COURSE_IDS: course %s not found (or not visible) in Canvas; skipped", course_id
         )
         return None
-    return _course(course)
+    return _course(course, f"/api/v1/courses/{course_id}")
 
 
-def _course(course: Mapping[str, Any]) -> Course:
-    return Course(int(course["id"]), course.get("account_id"), course.get("name"))
+def _course(course: Mapping[str, Any], endpoint: str) -> Course:
+    c = Fields(course, endpoint, "course")
+    return Course(c.id(), c.int("account_id", required=False), c.text("name", required=False))
 
 
 def find_placements(
@@ -104,15 +107,18 @@ def find_placements(
 
 
 def _tool_tabs(canvas: CanvasClient, course_id: int) -> set[int]:
-    tabs = canvas.get(f"/api/v1/courses/{course_id}/tabs", {"include[]": "external"})
-    return visible_tools(tabs)
+    endpoint = f"/api/v1/courses/{course_id}/tabs"
+    tabs = canvas.get(endpoint, {"include[]": "external"})
+    return visible_tools(tabs, endpoint)
 
 
-def visible_tools(tabs: Iterable[Mapping[str, Any]]) -> set[int]:
-    """Tool ids of the external-tool tabs that are not hidden."""
+def visible_tools(tabs: Any, endpoint: str = "course tabs") -> set[int]:
+    """Tool ids of the external-tool tabs that are not hidden (each tab's fields checked)."""
     tools: set[int] = set()
-    for tab in tabs:
-        match = TOOL_TAB.fullmatch(str(tab.get("id", "")))
-        if match and not tab.get("hidden"):
+    for tab in checked_list(tabs, endpoint, "tabs"):
+        t = Fields(tab, endpoint, "tab")
+        hidden = t.bool("hidden", required=False)
+        match = TOOL_TAB.fullmatch(t.text("id", required=False) or "")
+        if match and not hidden:
             tools.add(int(match.group(1)))
     return tools

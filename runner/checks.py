@@ -241,7 +241,9 @@ def check_bigquery_table(config: Config) -> tuple[str, str]:
     client = make_client(mivideo, config.env_dir)
     host = _host_of(mivideo.get("bigquery_api_endpoint") or "https://bigquery.googleapis.com")
     try:
-        params = [bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", datetime.now(UTC))]
+        now = datetime.now(UTC)
+        params = [bigquery.ScalarQueryParameter(name, "TIMESTAMP", now)
+                  for name in ("after_time", "hour_from")]  # fmt: skip
         job_config = bigquery.QueryJobConfig(
             dry_run=True, use_query_cache=False, query_parameters=params, use_legacy_sql=False
         )

@@ -21,6 +21,7 @@ from courseinv.config import Config
 from courseinv.db import interrupts
 from courseinv.db.engine import describe, output_engine, wait_for_db
 from courseinv.db.locks import LockBusy, job_lock
+from courseinv.db.errors import is_db_error, short_db_reason
 from courseinv.db.migrate import migrate
 from courseinv.db.publish import PublishPolicy
 from courseinv.db.tables import data_source_status, job_run
@@ -311,6 +312,8 @@ def _http_details(http: Any) -> dict[str, Any] | None:
 
 
 def _reason(exc: BaseException) -> str:
+    if is_db_error(exc):  # never SQL text or row values in job_run.reason
+        return redactor()(short_db_reason(exc))[:REASON_MAX]
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, JobError):
         text = f"{type(exc).__name__}: {text}"

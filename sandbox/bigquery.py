@@ -106,8 +106,10 @@ class BigQueryError(Exception):
 class BigQueryServer(SandboxServer):
     """BigQuery REST fake over a ``CaliperEventStore`` loaded as ``table`` in DuckDB.
 
-    Knobs (besides latency/faults/down): ``page_rows`` (most rows per results page),
-    ``polls_until_done`` (a new job answers "RUNNING" that many times first).
+    Knobs (besides latency/faults/down/tamper): ``page_rows`` (most rows per results
+    page), ``polls_until_done`` (a new job answers "RUNNING" that many times first),
+    ``query_delays`` (the n-th query job waits that many seconds before it reads the
+    events and answers: two concurrent clients then see the store at different moments).
     """
 
     name = "bigquery"
@@ -130,6 +132,7 @@ class BigQueryServer(SandboxServer):
         self.store, self.table, self.location = store, table, location
         self.page_rows = page_rows
         self.polls_until_done = 0
+        self.query_delays: list[float] = []
         self.queries: list[QueryRecord] = []
         self._jobs: dict[tuple[str, str], QueryJob] = {}
         self._public_keys: dict[str, rsa.RSAPublicKey] = {}  # client_email -> key
@@ -285,6 +288,10 @@ class BigQueryServer(SandboxServer):
             return _error(400, "INVALID_ARGUMENT", "invalidQuery", message)
         if config.get("dryRun"):
             return self._dry_run(project, ref.get("location") or self.location, config, query)
+        with self._lock:
+            delay = self.query_delays.pop(0) if self.query_delays else 0.0
+        if delay > 0:
+            time.sleep(delay)
         job = QueryJob(project, job_id, ref.get("location") or self.location, config,
                        int(time.time() * 1000), polls_until_done=self.polls_until_done)  # fmt: skip
         try:

@@ -5,12 +5,14 @@ For development, tests, the demo and benchmarks only: it simulates external APIs
 
 A fake subclasses ``SandboxServer`` and registers routes. The base class provides:
 latency (fixed + jitter), injected faults (5xx, truncated 200 bodies, connection
-resets), a "down" switch that resets every connection, and a request log with counters
-by endpoint and status that tests and benchmarks read.
+resets), a "down" switch that resets every connection, hostile payloads (``tamper``: an
+edit of the JSON body an endpoint answers, e.g. a null or malformed field), and a request
+log with counters by endpoint and status that tests and benchmarks read.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -197,6 +199,7 @@ class SandboxServer:
         self.down = False  # when True every request's connection is reset
         self.log = RequestLog()
         self._routes: list[Route] = []
+        self._tampers: dict[str, Callable[[Any], Any]] = {}
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._host, self._port = host, port
@@ -211,6 +214,14 @@ class SandboxServer:
         self._routes.append(
             Route(method.upper(), re.compile(pattern), endpoint, handler, faultable)
         )
+
+    def tamper(self, endpoint: str, edit: Callable[[Any], Any] | None) -> None:
+        """Serve hostile payloads: every 200 JSON answer of ``endpoint`` becomes ``edit(body)``
+        (on a copy; ``edit`` returns the body to send). ``None`` removes the edit."""
+        if edit is None:
+            self._tampers.pop(endpoint, None)
+        else:
+            self._tampers[endpoint] = edit
 
     def before(self, request: Request, route: Route) -> Response | None:
         """Hook run before a matched handler (auth, throttling). Return a Response to stop."""
@@ -287,6 +298,11 @@ class SandboxServer:
         if response is None:
             response = route.handler(request)
         self.after(request, route, response)
+        edit = self._tampers.get(route.endpoint)
+        if edit is not None and response.status == 200 and not isinstance(
+            response.body, bytes | str
+        ):
+            response.body = edit(copy.deepcopy(response.body))
         if route.faultable and response.status == 200 and self._chance(self.faults.truncated):
             body = response.payload()
             response = Response(200, body[: max(1, len(body) // 2)], dict(response.headers))

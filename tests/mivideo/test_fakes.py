@@ -81,7 +81,10 @@ def _client(server: BigQueryServer, key: Path) -> bigquery.Client:
 
 def _after_param(after: datetime) -> bigquery.QueryJobConfig:
     return bigquery.QueryJobConfig(
-        query_parameters=[bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after)]
+        query_parameters=[
+            bigquery.ScalarQueryParameter("after_time", "TIMESTAMP", after),
+            bigquery.ScalarQueryParameter("hour_from", "TIMESTAMP", after),
+        ]
     )
 
 
@@ -104,7 +107,7 @@ def test_unmodified_client_runs_the_job_query_with_paging(
     assert server.log.count("jobs.getQueryResults") >= len(rows) // server.page_rows + 1
     assert server.auth_modes["self_signed_jwt"] == sum(server.log.by_endpoint().values())
     record = server.queries[-1]
-    assert record.parameters == {"after_time": after}
+    assert record.parameters == {"after_time": after, "hour_from": after}
     assert "2026-03-10" not in record.sql  # the watermark travels as a parameter
 
 

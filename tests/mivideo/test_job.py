@@ -397,4 +397,4 @@ def test_event_table_name_is_validated(name: str) -> None:
 def test_query_text_quotes_the_table_and_keeps_parameters_named() -> None:
     sql = query_text("my-project.event_store.expanded")
     assert "FROM `my-project.event_store.expanded`" in sql
-    assert "@after_time" in sql and "{" not in sql
+    assert "@after_time" in sql and "@hour_from" in sql and "{" not in sql
