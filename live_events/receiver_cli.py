@@ -1,0 +1,156 @@
+"""``course-inventory events serve``: run the HTTPS Live Events receiver.
+
+    course-inventory events serve [--config PATH] [--listen HOST:PORT]
+        [--max-body-bytes N] [--max-batch N] [--writers N]
+
+Reads LIVE_EVENTS.JWKS_URL, REQUIRE_SIGNED and LISTEN from the config, waits for the
+database and applies pending migrations (as ``run`` does), then serves until SIGTERM or
+Ctrl-C, finishing the requests in flight. Run it behind the institution's TLS
+terminator (an OpenShift Route, an ingress, a load balancer): it speaks plain HTTP.
+
+This module imports only the standard library at import time; the server and its
+dependencies load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from courseinv.config import Config
+    from courseinv.live_events.receiver import Receiver, ReceiverOptions
+    from sqlalchemy import Engine
+
+DEFAULT_LISTEN = "0.0.0.0:8080"
+
+
+def add_events_parser(sub: Any) -> None:
+    """Register ``events serve`` on the main parser's subcommands."""
+    events = sub.add_parser("events", help="Canvas Live Events: `events serve` (HTTPS receiver)")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    serve = events_sub.add_parser("serve", help="receive Canvas Live Events over HTTP(S)")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--listen", help=f"HOST:PORT (default LIVE_EVENTS.LISTEN or {DEFAULT_LISTEN})"
+    )
+    serve.add_argument("--max-body-bytes", type=_positive, default=256 * 1024,
+                       help="larger bodies get 413 (default 262144)")
+    serve.add_argument("--max-batch", type=_positive, default=500,
+                       help="most events in one transaction (default 500)")
+    serve.add_argument("--writers", type=_positive, default=1,
+                       help="transactions in flight at once (default 1)")
+    serve.set_defaults(func=cmd_events_serve)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"LISTEN must be HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def cmd_events_serve(args: argparse.Namespace) -> int:
+    from courseinv.config import ConfigError, load_config
+    from courseinv.runner.jobs import job_names
+    from courseinv.runner.logs import setup_logging
+    from courseinv.runner.run import prepare_database
+
+    config = load_config(args.config, job_names=job_names())
+    setup_logging(config["LOG_LEVEL"], config.secrets)
+    section = dict(config.get("LIVE_EVENTS") or {})
+    try:
+        host, port = parse_listen(args.listen or section.get("LISTEN") or DEFAULT_LISTEN)
+    except ValueError as exc:
+        raise ConfigError(config.path, [f"LIVE_EVENTS.LISTEN / --listen: {exc}"]) from None
+    options = _options(config, section, args)
+    engine = prepare_database(config)
+    try:
+        receiver = make_receiver(engine, section.get("JWKS_URL"), options)
+        serve(receiver, host, port)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _options(config: Config, section: dict[str, Any], args: argparse.Namespace) -> ReceiverOptions:
+    from courseinv.config import ConfigError
+    from courseinv.live_events.receiver import ReceiverOptions
+
+    require_signed = bool(section.get("REQUIRE_SIGNED", True))
+    if require_signed and not section.get("JWKS_URL"):
+        raise ConfigError(config.path, [
+            "LIVE_EVENTS.JWKS_URL: required by `events serve` while LIVE_EVENTS.REQUIRE_SIGNED "
+            "is true (Canvas's is https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks)"
+        ])
+    return ReceiverOptions(
+        require_signed=require_signed,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_items=args.max_batch,
+        writers=args.writers,
+    )
+
+
+def make_receiver(
+    engine: Engine,
+    jwks_url: str | None,
+    options: ReceiverOptions,
+    *,
+    jwks_min_refetch_s: float = 10.0,
+    jwks_ttl_s: float = 3600.0,
+) -> Receiver:
+    """A receiver storing into ``engine`` through the LIVE_EVENTS parser and store."""
+    from functools import partial
+
+    from courseinv.http_client import RetryingSession, RetryPolicy
+    from courseinv.live_events.jwks import JwksCache
+    from courseinv.live_events.jwt_verify import SignedEventVerifier
+    from courseinv.live_events.parse import Rejected, read_events
+    from courseinv.live_events.receiver import Receiver
+    from courseinv.live_events.receiver_writer import BatchingWriter
+    from courseinv.live_events.store import store_batch
+
+    verifier = None
+    if jwks_url:
+        session = RetryingSession(name="jwks", policy=RetryPolicy(max_attempts=2), timeout=(5, 10))
+        cache = JwksCache(jwks_url, session.get_json, ttl=jwks_ttl_s,
+                          min_refetch_interval=jwks_min_refetch_s)
+        verifier = SignedEventVerifier(cache)
+    writer = BatchingWriter(partial(store_batch, engine), max_items=options.max_batch_items,
+                            writers=options.writers, group=options.group_commit)
+    return Receiver(
+        read=partial(_as_list, read_events),
+        is_rejected=lambda item: isinstance(item, Rejected),
+        writer=writer,
+        verifier=verifier,
+        options=options,
+    )
+
+
+def _as_list(read: Any, payload: Any) -> list[Any]:
+    from courseinv.live_events.receiver import SOURCE
+
+    result = read(payload, source=SOURCE)
+    return list(result) if isinstance(result, list | tuple) else [result]
+
+
+def serve(receiver: Receiver, host: str, port: int, *, sock: socket.socket | None = None) -> None:
+    """Serve ``receiver`` with uvicorn until stopped (SIGTERM/SIGINT: graceful)."""
+    import uvicorn
+    from courseinv.live_events.receiver import build_app
+
+    config = uvicorn.Config(
+        build_app(receiver), host=host, port=port, access_log=False, log_config=None,
+        lifespan="on", timeout_graceful_shutdown=30, server_header=False,
+    )
+    uvicorn.Server(config).run(sockets=[sock] if sock else None)
