@@ -7,7 +7,7 @@
       Caliper envelope in ``live_event_rejected``)
 422   readable, but no event in it is valid: committed to ``live_event_rejected`` with the
       reason, as on the SQS path (retrying cannot help)
-400   unreadable body (not JSON / not UTF-8 when unsigned; claims that are not an object)
+400   unreadable body: neither a compact JWT nor a JSON object
 401   signature refused (see ``jwt_verify``) or an unsigned delivery while REQUIRE_SIGNED
 413   body larger than ``max_body_bytes``
 503   database unavailable, or the JWKS unreachable for a key not cached: nothing stored,
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from starlette.routing import Route
 log = logging.getLogger(__name__)
 
 SOURCE = "https"
+# header.payload.signature in base64url; the signature may be empty ("alg": "none").
+COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+=*\.[A-Za-z0-9_-]*=*\.[A-Za-z0-9_-]*=*")
 RETRY_AFTER_S = "5"
 
 Read = Callable[[Any], Sequence[Any]]  # event payload -> parsed items (events, rejects)
@@ -127,15 +130,17 @@ class Receiver:
     async def _event(self, body: bytes) -> dict[str, Any]:
         """The event JSON object held by the body: verified claims, or unsigned JSON."""
         text = body.strip()
-        if text[:1] != b"{":  # a compact JWT (or garbage)
+        if COMPACT_JWS.fullmatch(text):
             if self.verifier is None:
-                raise Refused(400, "unreadable", "body is not JSON and no JWKS_URL is set")
+                raise Refused(401, "bad_token", "signed delivery but no JWKS_URL to verify it")
             return await self._verified(text)
+        if text[:1] != b"{":
+            raise Refused(400, "unreadable", "body is neither a compact JWT nor a JSON object")
         if self.options.require_signed:
             raise Refused(401, "unsigned", "unsigned delivery refused (REQUIRE_SIGNED is true)")
         try:
             event = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise Refused(400, "unreadable", "body is not valid JSON") from None
         if not isinstance(event, dict):
             raise Refused(400, "unreadable", "body is not a JSON object")
@@ -145,8 +150,6 @@ class Receiver:
         assert self.verifier is not None
         try:
             return await self.verifier.verify(token.decode("ascii"))
-        except UnicodeDecodeError:
-            raise Refused(401, "bad_token", "not a compact JWT (non-ASCII bytes)") from None
         except TokenRefused as exc:
             raise Refused(401, "bad_token", str(exc)) from None
         except KeysUnavailable as exc:

@@ -15,16 +15,17 @@ dependencies load when the command runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from courseinv.config import Config
     from courseinv.live_events.receiver import Receiver, ReceiverOptions
     from sqlalchemy import Engine
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
+CANVAS_JWKS_URL = "https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks"
 
 
 def add_events_parser(sub: Any) -> None:
@@ -73,28 +74,22 @@ def cmd_events_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen or section.get("LISTEN") or DEFAULT_LISTEN)
     except ValueError as exc:
         raise ConfigError(config.path, [f"LIVE_EVENTS.LISTEN / --listen: {exc}"]) from None
-    options = _options(config, section, args)
+    options = _options(section, args)
+    jwks_url = section.get("JWKS_URL") or CANVAS_JWKS_URL
     engine = prepare_database(config)
     try:
-        receiver = make_receiver(engine, section.get("JWKS_URL"), options)
+        receiver = make_receiver(engine, jwks_url, options)
         serve(receiver, host, port)
     finally:
         engine.dispose()
     return 0
 
 
-def _options(config: Config, section: dict[str, Any], args: argparse.Namespace) -> ReceiverOptions:
-    from courseinv.config import ConfigError
+def _options(section: dict[str, Any], args: argparse.Namespace) -> ReceiverOptions:
     from courseinv.live_events.receiver import ReceiverOptions
 
-    require_signed = bool(section.get("REQUIRE_SIGNED", True))
-    if require_signed and not section.get("JWKS_URL"):
-        raise ConfigError(config.path, [
-            "LIVE_EVENTS.JWKS_URL: required by `events serve` while LIVE_EVENTS.REQUIRE_SIGNED "
-            "is true (Canvas's is https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks)"
-        ])
     return ReceiverOptions(
-        require_signed=require_signed,
+        require_signed=bool(section.get("REQUIRE_SIGNED", True)),
         max_body_bytes=args.max_body_bytes,
         max_batch_items=args.max_batch,
         writers=args.writers,
@@ -153,4 +148,61 @@ def serve(receiver: Receiver, host: str, port: int, *, sock: socket.socket | Non
         build_app(receiver), host=host, port=port, access_log=False, log_config=None,
         lifespan="on", timeout_graceful_shutdown=30, server_header=False,
     )
-    uvicorn.Server(config).run(sockets=[sock] if sock else None)
+    # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found:
+    # make that one a no-op so a stop asked by the orchestrator exits 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock] if sock else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class ServerThread:
+    """A receiver served by uvicorn on a background thread (tests, benchmarks, embedding).
+
+    ``start()`` returns once the server accepts connections; ``stop()`` shuts it down
+    gracefully (requests in flight finish, the writer stores what it was given).
+    """
+
+    def __init__(self, receiver: Receiver, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+        from courseinv.live_events.receiver import build_app
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.url = "http://{}:{}".format(*self._sock.getsockname()[:2])
+        config = uvicorn.Config(
+            build_app(receiver), access_log=False, log_config=None, lifespan="on",
+            timeout_graceful_shutdown=10, server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread: Any = None
+
+    def start(self, timeout_s: float = 15.0) -> ServerThread:
+        import threading
+        import time
+
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True,
+            name="events-serve",
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the receiver did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
