@@ -124,17 +124,14 @@ def _canonical(value: Any) -> str:
 
 
 def _canvas(document: dict[str, Any], text: str, source: str) -> ParsedEvent:
-    envelope = schema("canvas", "envelope")
-    _check(envelope, document, "Canvas raw event")
+    name = _dict(document.get("metadata")).get("event_name")
+    typed = schema("canvas", name) if isinstance(name, str) and name else None
+    checker = typed or schema("canvas", "envelope")
+    _check(checker, document, f"Canvas raw {name}" if typed else "Canvas raw event")
     metadata, body = document["metadata"], document["body"]
-    name = metadata["event_name"]
     event_time = parse_time(metadata["event_time"])
     if event_time is None:
         raise _Unreadable(f"metadata.event_time: unreadable time {metadata['event_time']!r:.80}")
-    typed = schema("canvas", name)
-    if typed is not None:
-        _check(typed, document, f"Canvas raw {name}")
-    checker = typed or envelope
     projection = canvas_projection(name, metadata, body) if typed else None
     key = "canvas:" + hashlib.sha256(_canonical(document).encode()).hexdigest()
     course_id = _course_of(projection) or canvas_course_id(metadata, body)
@@ -170,16 +167,14 @@ def _caliper(document: dict[str, Any], text: str, source: str) -> list[ParsedEve
     return items
 
 
-def _caliper_event(event: dict[str, Any], text: str, source: str) -> ParsedEvent:
-    generic = schema("caliper", "event")
-    _check(generic, event, "Caliper event")
+def _caliper_event(event: Any, text: str, source: str) -> ParsedEvent:
+    name = caliper_event_name(event) if isinstance(event, dict) else None
+    typed = schema("caliper", name) if name else None
+    checker = typed or schema("caliper", "event")
+    _check(checker, event, f"Caliper {name}" if typed else "Caliper event")
     event_time = parse_time(event["eventTime"])
     if event_time is None:
         raise _Unreadable(f"eventTime: unreadable time {event['eventTime']!r:.80}")
-    name = caliper_event_name(event)
-    typed = schema("caliper", name)
-    if typed is not None:
-        _check(typed, event, f"Caliper {name}")
     projection = caliper_projection(name, event) if typed else None
     return _event(
         key=event["id"],
@@ -190,7 +185,7 @@ def _caliper_event(event: dict[str, Any], text: str, source: str) -> ParsedEvent
         user_id=caliper_user_id(event),
         payload=text,
         source=source,
-        checker=typed or generic,
+        checker=checker,
         handled=typed is not None,
         document=event,
         projection=projection,
@@ -198,6 +193,10 @@ def _caliper_event(event: dict[str, Any], text: str, source: str) -> ParsedEvent
 
 
 # --- common ----------------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _course_of(projection: Projection | None) -> int | None:

@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import jsonschema_rs
 
 _IDENT = re.compile(r"^[A-Za-z_@$][A-Za-z0-9_@$]*$")
 
@@ -25,12 +25,14 @@ _IDENT = re.compile(r"^[A-Za-z_@$][A-Za-z0-9_@$]*$")
 class Schema:
     name: str  # e.g. "canvas/course_created.v1"
     document: dict[str, Any]
-    validator: Draft202012Validator
+    validator: Any  # a compiled jsonschema_rs validator (microseconds per event)
 
     def problems(self, value: Any) -> list[str]:
         """Readable validation errors, at most three, with the failing field path."""
-        errors = sorted(self.validator.iter_errors(value), key=lambda e: list(e.path))[:3]
-        return [f"{field_path(e.absolute_path) or '(top)'}: {e.message[:200]}" for e in errors]
+        if self.validator.is_valid(value):
+            return []
+        errors = sorted(self.validator.iter_errors(value), key=lambda e: list(e.instance_path))
+        return [f"{field_path(e.instance_path) or '(top)'}: {e.message[:200]}" for e in errors[:3]]
 
     def unknown_fields(self, value: Any) -> list[str]:
         return sorted(set(_unknown(self.document, value, [])))
@@ -49,8 +51,8 @@ def schema(fmt: str, name: str) -> Schema | None:
         return None
     version, file_name = versions[-1]
     document = json.loads(folder.joinpath(file_name).read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(document)
-    return Schema(f"{fmt}/{name}.v{version}", document, Draft202012Validator(document))
+    validator = jsonschema_rs.validator_for(document)  # a broken schema file fails loudly
+    return Schema(f"{fmt}/{name}.v{version}", document, validator)
 
 
 def field_path(parts: Any) -> str:
