@@ -7,7 +7,10 @@ rotated monthly). ``JwksCache`` holds the RSA public keys by ``kid``:
   refresh keeps the old keys: a JWKS outage must not refuse tokens we can verify);
 - on an unknown ``kid``: refetched once, single-flight, and at most once per
   ``min_refetch_interval`` seconds, so tokens with invented key ids cannot make the
-  receiver hammer the JWKS endpoint;
+  receiver hammer the JWKS endpoint. A kid still unknown after a fetch made since it
+  was first seen is refused (``UnknownKey``); one that arrives while a refetch is not
+  yet allowed gets ``KeysUnavailable`` (503: the sender retries), so a genuine key
+  rotation right after a fetch loses nothing;
 - only RSA signing keys are kept (``kty`` RSA, ``use`` sig or absent, ``alg`` RS256 or
   absent, at least 2048 bits); anything else in the set is skipped and counted.
 """
@@ -27,6 +30,7 @@ from joserfc.jwk import RSAKey
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+MAX_TRACKED_KIDS = 10_000
 
 Fetch = Callable[[str], Any]  # url -> parsed JSON document (blocking; run in a thread)
 
@@ -99,6 +103,7 @@ class JwksCache:
         self._keys: Mapping[str, RSAKey] = {}
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
+        self._first_seen: dict[str, float] = {}  # unknown kids -> when first seen
         self._lock = asyncio.Lock()
         self.fetches = 0  # attempts, for /healthz and tests
 
@@ -123,14 +128,24 @@ class JwksCache:
                 except KeysUnavailable:
                     if kid not in self._keys:
                         raise
-            elif kid not in self._keys and self._may_refetch():
-                await self._refresh_locked()
+            elif kid not in self._keys:
+                if self._may_refetch():
+                    await self._refresh_locked()
+                elif self._unchecked(kid):  # rate-limited: ask the sender to come back
+                    raise KeysUnavailable("key id not in the cached JWKS; refetch due shortly")
         key = self._keys.get(kid)
         if key is not None:
             return key
         if self._last_attempt_failed():  # we cannot tell a new key from a forged one
             raise KeysUnavailable("JWKS unavailable and the key id is not cached")
         raise UnknownKey("no published key has this key id")
+
+    def _unchecked(self, kid: str) -> bool:
+        """True while no successful fetch has happened since ``kid`` was first seen."""
+        if len(self._first_seen) > MAX_TRACKED_KIDS:  # a flood of invented ids
+            self._first_seen.clear()
+        seen = self._first_seen.setdefault(kid, self._clock())
+        return self._fetched_at is None or seen >= self._fetched_at
 
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl

@@ -352,7 +352,7 @@ def test_attacks_are_refused_and_nothing_is_stored(db: Database, ring: KeyRing, 
         "empty body": ("", 400),
         "binary body": (b"\x00\xff" + os.urandom(64), 400),
     }
-    with caplog.at_level(logging.INFO), running(db.engine, ring, max_body_bytes=2048) as run:
+    with caplog.at_level(logging.INFO), running(db.engine, ring, max_body_bytes=2048, jwks_min_refetch_s=0) as run:
         got = {name: run.post(body).status_code for name, (body, _) in attacks.items()}
         wrong_envelope = ring.sign({"hello": "world", "data_version": 3})
         envelope_status = run.post(wrong_envelope).status_code

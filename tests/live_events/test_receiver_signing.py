@@ -122,13 +122,26 @@ def test_rotated_key_costs_one_refetch_and_unknown_kids_are_rate_limited() -> No
             results = await asyncio.gather(*(verifier.verify(t) for t in tokens))
             assert results == [EVENT] * 5
             assert server.fetches == 2  # five concurrent requests, one refetch
-            # Invented key ids: at most one fetch per interval, however many tokens.
+            # Invented key ids: at most one fetch per interval, however many tokens. The
+            # first one seen after the interval is checked (fetch) and refused; the others
+            # arrive while a refetch is not allowed: "come back later", not "forged".
             await asyncio.sleep(0.35)
+            outcomes = []
             for i in range(20):
+                forged = unsigned_token(EVENT, {"alg": "RS256", "kid": f"invented-{i}"}) + "c2ln"
+                try:
+                    await verifier.verify(forged)
+                except (TokenRefused, KeysUnavailable) as exc:
+                    outcomes.append(type(exc).__name__)
+            assert outcomes == ["TokenRefused"] + ["KeysUnavailable"] * 19
+            assert server.fetches == 3
+            # Once a fetch has happened since they were first seen, they are refused.
+            await asyncio.sleep(0.35)
+            for i in range(1, 20):
                 forged = unsigned_token(EVENT, {"alg": "RS256", "kid": f"invented-{i}"}) + "c2ln"
                 with pytest.raises(TokenRefused, match="unknown key id"):
                     await verifier.verify(forged)
-            assert server.fetches == 3
+            assert server.fetches == 4
             # The previous key stays published, so its in-flight tokens still verify.
             assert ring.previous is not None
 
@@ -186,3 +199,21 @@ def test_jwks_parsing_keeps_only_rsa_signing_keys_of_2048_bits_or_more() -> None
     for bad in ({}, {"keys": "x"}, [], "text"):
         with pytest.raises(ValueError):
             parse_jwks(bad)
+
+
+def test_rotation_right_after_a_fetch_is_retried_not_refused() -> None:
+    ring = KeyRing(prefix="quick")
+    with JwksServer(ring) as server:
+        verifier = verifier_for(server, min_refetch=0.5)
+
+        async def scenario() -> None:
+            await verifier.keys.refresh()
+            ring.rotate()  # Canvas signs with a key published after our fetch
+            token = ring.sign(EVENT)
+            with pytest.raises(KeysUnavailable):  # 503: the sender comes back
+                await verifier.verify(token)
+            await asyncio.sleep(0.55)
+            assert (await verifier.verify(token)) == EVENT
+            assert server.fetches == 2
+
+        asyncio.run(scenario())
