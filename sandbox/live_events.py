@@ -34,8 +34,12 @@ FACTOR = 10**13
 HOST = "sandbox.instructure.example"
 CALIPER_CONTEXT = "http://purl.imsglobal.org/ctx/caliper/v1p1"
 EXT = "com.instructure.canvas"
-PARTICIPATIONS = ("submission_created", "discussion_entry_created", "quiz_submitted",
-                  "discussion_topic_created")  # fmt: skip
+PARTICIPATIONS = (
+    "submission_created",
+    "discussion_entry_created",
+    "quiz_submitted",
+    "discussion_topic_created",
+)
 NAME_MAX, URL_MAX = 255, 2048
 
 
@@ -179,7 +183,11 @@ class _Generator:
         if not handled:
             self.truth.unhandled += 1
         if new_field and handled:
-            path = f"body.{new_field}" if fmt == "canvas" else f'object.extensions["{EXT}"].{new_field}'
+            path = (
+                f"body.{new_field}"
+                if fmt == "canvas"
+                else f'object.extensions["{EXT}"].{new_field}'
+            )
             self.truth.drift[(name, fmt, path)] += 1
 
     # -- page views and participations ----------------------------------------------------
@@ -201,20 +209,28 @@ class _Generator:
             return self._caliper_activity(when, name, course, user, new_field)
         body: dict[str, Any] = {
             "asset_accessed": lambda: {
-                "asset_id": glob_id(course.id), "asset_name": course.name, "asset_type": "course",
-                "asset_subtype": "modules", "category": "modules", "role": "StudentEnrollment",
+                "asset_id": glob_id(course.id),
+                "asset_name": course.name,
+                "asset_type": "course",
+                "asset_subtype": "modules",
+                "category": "modules",
+                "role": "StudentEnrollment",
                 "level": None,
             },
             "submission_created": lambda: {
-                "assignment_id": glob_id(self.rng.randint(1, 10**6)), "attempt": 1,
-                "submission_id": glob_id(self.rng.randint(1, 10**9)), "user_id": glob_id(user),
-                "submission_type": "online_text_entry", "submitted_at": iso(when),
+                "assignment_id": glob_id(self.rng.randint(1, 10**6)),
+                "attempt": 1,
+                "submission_id": glob_id(self.rng.randint(1, 10**9)),
+                "user_id": glob_id(user),
+                "submission_type": "online_text_entry",
+                "submitted_at": iso(when),
                 "workflow_state": "submitted",
             },
             "discussion_entry_created": lambda: {
                 "discussion_entry_id": str(self.rng.randint(1, 10**6)),
                 "discussion_topic_id": str(self.rng.randint(1, 10**5)),
-                "text": "<p>I agree</p>", "user_id": glob_id(user),
+                "text": "<p>I agree</p>",
+                "user_id": glob_id(user),
                 "created_at": iso(when),
             },
             "quiz_submitted": lambda: {
@@ -222,12 +238,15 @@ class _Generator:
                 "quiz_id": glob_id(self.rng.randint(1, 10**5)),
             },
             "discussion_topic_created": lambda: {
-                "discussion_topic_id": glob_id(self.rng.randint(1, 10**6)), "is_announcement": False,
-                "title": "Week 3 questions", "body": "<p>Ask here</p>",
-                "workflow_state": "active", "context_id": glob_id(course.id),
+                "discussion_topic_id": glob_id(self.rng.randint(1, 10**6)),
+                "is_announcement": False,
+                "title": "Week 3 questions",
+                "body": "<p>Ask here</p>",
+                "workflow_state": "active",
+                "context_id": glob_id(course.id),
                 "context_type": "Course",
             },
-        }[name]()  # fmt: skip
+        }[name]()
         if new_field:
             body[new_field] = "surprise"
         return self._canvas_raw(name, when, body, user=user, course=course.id)
@@ -237,34 +256,72 @@ class _Generator:
         if new_field:
             ext[new_field] = "surprise"
         kind, action, obj = {
-            "asset_accessed": ("NavigationEvent", "NavigatedTo", {
-                "id": urn("course", course.id), "type": "Entity", "name": course.name,
-                "extensions": {EXT: {**ext, "asset_type": "course", "asset_subtype": "modules"}},
-            }),
-            "submission_created": ("AssignableEvent", "Submitted", {
-                "id": urn("submission", self.rng.randint(1, 10**9)), "type": "Attempt",
-                "extensions": {EXT: {**ext, "submission_type": "online_text_entry"}},
-                "assignee": {"id": urn("user", user), "type": "Person"},
-                "assignable": {"id": urn("assignment", self.rng.randint(1, 10**6)),
-                               "type": "AssignableDigitalResource"},
-                "count": 1,
-            }),
-            "discussion_entry_created": ("MessageEvent", "Posted", {
-                "id": urn("discussionEntry", self.rng.randint(1, 10**6)), "type": "Message",
-                "extensions": {EXT: ext}, "body": "<p>I agree</p>",
-                "isPartOf": {"id": urn("discussion", self.rng.randint(1, 10**5)), "type": "Thread"},
-            }),
-            "quiz_submitted": ("AssessmentEvent", "Submitted", {
-                "id": urn("submission", self.rng.randint(1, 10**9)), "type": "Attempt",
-                "extensions": {EXT: ext},
-                "assignee": {"id": urn("user", user), "type": "Person"},
-                "assignable": {"id": urn("quiz", self.rng.randint(1, 10**5)), "type": "Assessment"},
-            }),
-            "discussion_topic_created": ("ThreadEvent", "Created", {
-                "id": urn("discussion", self.rng.randint(1, 10**6)), "type": "Thread",
-                "name": "Week 3 questions", "extensions": {EXT: {**ext, "is_announcement": False}},
-            }),
-        }[name]  # fmt: skip
+            "asset_accessed": (
+                "NavigationEvent",
+                "NavigatedTo",
+                {
+                    "id": urn("course", course.id),
+                    "type": "Entity",
+                    "name": course.name,
+                    "extensions": {
+                        EXT: {**ext, "asset_type": "course", "asset_subtype": "modules"}
+                    },
+                },
+            ),
+            "submission_created": (
+                "AssignableEvent",
+                "Submitted",
+                {
+                    "id": urn("submission", self.rng.randint(1, 10**9)),
+                    "type": "Attempt",
+                    "extensions": {EXT: {**ext, "submission_type": "online_text_entry"}},
+                    "assignee": {"id": urn("user", user), "type": "Person"},
+                    "assignable": {
+                        "id": urn("assignment", self.rng.randint(1, 10**6)),
+                        "type": "AssignableDigitalResource",
+                    },
+                    "count": 1,
+                },
+            ),
+            "discussion_entry_created": (
+                "MessageEvent",
+                "Posted",
+                {
+                    "id": urn("discussionEntry", self.rng.randint(1, 10**6)),
+                    "type": "Message",
+                    "extensions": {EXT: ext},
+                    "body": "<p>I agree</p>",
+                    "isPartOf": {
+                        "id": urn("discussion", self.rng.randint(1, 10**5)),
+                        "type": "Thread",
+                    },
+                },
+            ),
+            "quiz_submitted": (
+                "AssessmentEvent",
+                "Submitted",
+                {
+                    "id": urn("submission", self.rng.randint(1, 10**9)),
+                    "type": "Attempt",
+                    "extensions": {EXT: ext},
+                    "assignee": {"id": urn("user", user), "type": "Person"},
+                    "assignable": {
+                        "id": urn("quiz", self.rng.randint(1, 10**5)),
+                        "type": "Assessment",
+                    },
+                },
+            ),
+            "discussion_topic_created": (
+                "ThreadEvent",
+                "Created",
+                {
+                    "id": urn("discussion", self.rng.randint(1, 10**6)),
+                    "type": "Thread",
+                    "name": "Week 3 questions",
+                    "extensions": {EXT: {**ext, "is_announcement": False}},
+                },
+            ),
+        }[name]
         return self._caliper_envelope(when, kind, action, obj, user=user, course=course.id)
 
     # -- enrollments -----------------------------------------------------------------------
@@ -275,34 +332,54 @@ class _Generator:
         course = self.inst.courses[int(e.course_index[i])]
         section, etype = int(e.section_id[i]), ENROLLMENT_TYPES[int(e.type[i])]
         state = self.rng.choice(ENROLLMENT_STATES)
-        name = "enrollment_created" if enrollment_id not in self.truth.enrollment_state else "enrollment_updated"
+        name = (
+            "enrollment_created"
+            if enrollment_id not in self.truth.enrollment_state
+            else "enrollment_updated"
+        )
         caliper, new_field = self._caliper(), self._new_field()
         self.truth.enrollment_state[enrollment_id] = {
-            "course_id": course.id, "course_section_id": section, "user_id": local(user),
-            "type": etype, "workflow_state": state,
-        }  # fmt: skip
+            "course_id": course.id,
+            "course_section_id": section,
+            "user_id": local(user),
+            "type": etype,
+            "workflow_state": state,
+        }
         self._stored(name, "caliper" if caliper else "canvas", new_field)
         if caliper:
             ext: dict[str, Any] = {
                 "course_id": urn("course", course.id),
                 "course_section_id": f"{urn('course', course.id)}:section:{glob_id(section)}",
-                "limit_privileges_to_course_section": False, "type": etype,
-                "user_id": urn("user", user), "user_name": "Sandbox Person",
-                "workflow_state": state, "entity_id": glob_id(enrollment_id),
-            }  # fmt: skip
+                "limit_privileges_to_course_section": False,
+                "type": etype,
+                "user_id": urn("user", user),
+                "user_name": "Sandbox Person",
+                "workflow_state": state,
+                "entity_id": glob_id(enrollment_id),
+            }
             if new_field:
                 ext[new_field] = "surprise"
-            obj = {"id": urn("enrollment", enrollment_id), "type": "Entity",
-                   "dateCreated": iso(when), "extensions": {EXT: ext}}  # fmt: skip
+            obj = {
+                "id": urn("enrollment", enrollment_id),
+                "type": "Entity",
+                "dateCreated": iso(when),
+                "extensions": {EXT: ext},
+            }
             action = "Created" if name == "enrollment_created" else "Modified"
             return self._caliper_envelope(when, "Event", action, obj, user=1, course=course.id)
         body: dict[str, Any] = {
-            "associated_user_id": None, "course_id": glob_id(course.id),
-            "course_section_id": glob_id(section), "created_at": iso(when),
-            "enrollment_id": glob_id(enrollment_id), "limit_privileges_to_course_section": False,
-            "type": etype, "updated_at": iso(when), "user_id": glob_id(user),
-            "user_name": "Sandbox Person", "workflow_state": state,
-        }  # fmt: skip
+            "associated_user_id": None,
+            "course_id": glob_id(course.id),
+            "course_section_id": glob_id(section),
+            "created_at": iso(when),
+            "enrollment_id": glob_id(enrollment_id),
+            "limit_privileges_to_course_section": False,
+            "type": etype,
+            "updated_at": iso(when),
+            "user_id": glob_id(user),
+            "user_name": "Sandbox Person",
+            "workflow_state": state,
+        }
         if new_field:
             body[new_field] = "surprise"
         return self._canvas_raw(name, when, body, user=1, course=course.id, system=True)
@@ -315,12 +392,15 @@ class _Generator:
             return "Long " * 60 + course.name  # > 255 characters
         return self.rng.choice(names)
 
-    def _course_event(self, when: datetime, course, name: str, caliper: bool,
-                      new_field: str | None) -> str:  # fmt: skip
+    def _course_event(
+        self, when: datetime, course, name: str, caliper: bool, new_field: str | None
+    ) -> str:
         title = self._course_name(course)
         state = self.rng.choice(COURSE_STATES[:3])
         carries_state = not (caliper and name == "course_created")
-        truth = self.truth.course_state.setdefault(course.id, {"name": None, "workflow_state": None})
+        truth = self.truth.course_state.setdefault(
+            course.id, {"name": None, "workflow_state": None}
+        )
         truth["name"] = title[:NAME_MAX]
         if carries_state:
             truth["workflow_state"] = state
@@ -331,15 +411,23 @@ class _Generator:
                 ext["workflow_state"] = state
             if new_field:
                 ext[new_field] = "surprise"
-            obj = {"id": urn("course", course.id), "type": "CourseOffering", "name": title,
-                   "extensions": {EXT: ext}}  # fmt: skip
+            obj = {
+                "id": urn("course", course.id),
+                "type": "CourseOffering",
+                "name": title,
+                "extensions": {EXT: ext},
+            }
             action = "Created" if name == "course_created" else "Modified"
             return self._caliper_envelope(when, "Event", action, obj, user=1, course=None)
         body: dict[str, Any] = {
-            "account_id": glob_id(course.account_id), "course_id": glob_id(course.id),
-            "created_at": iso(course.created_at), "name": title, "updated_at": iso(when),
-            "uuid": course.uuid, "workflow_state": state,
-        }  # fmt: skip
+            "account_id": glob_id(course.account_id),
+            "course_id": glob_id(course.id),
+            "created_at": iso(course.created_at),
+            "name": title,
+            "updated_at": iso(when),
+            "uuid": course.uuid,
+            "workflow_state": state,
+        }
         if new_field:
             body[new_field] = "surprise"
         return self._canvas_raw(name, when, body, user=1, course=None)
@@ -347,17 +435,27 @@ class _Generator:
     def _course_completion(self, when: datetime, course) -> str:
         """Canvas raw course_completed (a user finished the course): name only, no state."""
         title = self._course_name(course)
-        truth = self.truth.course_state.setdefault(course.id, {"name": None, "workflow_state": None})
+        truth = self.truth.course_state.setdefault(
+            course.id, {"name": None, "workflow_state": None}
+        )
         truth["name"] = title[:NAME_MAX]
         self._stored("course_completed", "canvas", None)
         user = self._user_of(course)
         body = {
-            "course": {"account_id": str(course.account_id), "id": str(course.id), "name": title,
-                       "sis_source_id": course.sis_course_id},
-            "progress": {"completed_at": iso(when), "requirement_completed_count": 6,
-                         "requirement_count": 6, "next_requirement_url": None},
+            "course": {
+                "account_id": str(course.account_id),
+                "id": str(course.id),
+                "name": title,
+                "sis_source_id": course.sis_course_id,
+            },
+            "progress": {
+                "completed_at": iso(when),
+                "requirement_completed_count": 6,
+                "requirement_count": 6,
+                "next_requirement_url": None,
+            },
             "user": {"id": str(local(user)), "name": "Sandbox Person", "email": None},
-        }  # fmt: skip
+        }
         return self._canvas_raw("course_completed", when, body, user=user, course=course.id)
 
     def _course_any(self, when: datetime) -> str:
@@ -386,16 +484,23 @@ class _Generator:
         state = self.rng.choice(["active", "active", "deleted"])
         new_field = self._new_field()
         self.truth.links[lookup] = {
-            "course_id": course.id, "context_external_tool_id": tool, "url": url[:URL_MAX],
-            "title": title, "workflow_state": state,
-        }  # fmt: skip
+            "course_id": course.id,
+            "context_external_tool_id": tool,
+            "url": url[:URL_MAX],
+            "title": title,
+            "workflow_state": state,
+        }
         self._stored(name, "canvas", new_field)
         body: dict[str, Any] = {
             "resource_link_id": glob_id(self.rng.randint(1, 10**6)),
             "resource_link_uuid": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-            "lookup_uuid": lookup, "context_id": glob_id(course.id), "context_type": "Course",
-            "context_external_tool_id": glob_id(tool), "url": url, "workflow_state": state,
-        }  # fmt: skip
+            "lookup_uuid": lookup,
+            "context_id": glob_id(course.id),
+            "context_type": "Course",
+            "context_external_tool_id": glob_id(tool),
+            "url": url,
+            "workflow_state": state,
+        }
         if title is not None:
             body["title"] = title
         if new_field:
@@ -409,10 +514,15 @@ class _Generator:
         if self._caliper():
             self._stored("logged_in", "caliper", None, handled=False)
             obj = {"id": f"http://{HOST}/", "type": "SoftwareApplication"}
-            return self._caliper_envelope(when, "SessionEvent", "LoggedIn", obj, user=user, course=None)
+            return self._caliper_envelope(
+                when, "SessionEvent", "LoggedIn", obj, user=user, course=None
+            )
         self._stored("wiki_page_updated", "canvas", None, handled=False)
-        body = {"body": "<p>new text</p>", "title": "Syllabus notes",
-                "wiki_page_id": glob_id(self.rng.randint(1, 10**6))}  # fmt: skip
+        body = {
+            "body": "<p>new text</p>",
+            "title": "Syllabus notes",
+            "wiki_page_id": glob_id(self.rng.randint(1, 10**6)),
+        }
         return self._canvas_raw("wiki_page_updated", when, body, user=user, course=course.id)
 
     def _unknown(self, when: datetime) -> str:
@@ -420,7 +530,9 @@ class _Generator:
         if self._caliper():
             self._stored("caliper:Event/Frobnicated/widget", "caliper", None, handled=False)
             obj = {"id": urn("widget", self.rng.randint(1, 10**6)), "type": "Entity"}
-            return self._caliper_envelope(when, "Event", "Frobnicated", obj, user=1, course=course.id)
+            return self._caliper_envelope(
+                when, "Event", "Frobnicated", obj, user=1, course=course.id
+            )
         self._stored("widget_frobnicated", "canvas", None, handled=False)
         body = {"widget_id": glob_id(self.rng.randint(1, 10**6)), "colour": "teal"}
         return self._canvas_raw("widget_frobnicated", when, body, user=1, course=course.id)
@@ -429,19 +541,49 @@ class _Generator:
         lambda n: f"not json at all #{n}",
         lambda n: json.dumps([1, 2, n]),
         lambda n: json.dumps({"hello": "world", "n": n}),
-        lambda n: json.dumps({"metadata": {"event_time": "2026-09-01T00:00:00Z", "n": n}, "body": {}}),
-        lambda n: json.dumps({"metadata": {"event_name": "course_updated", "event_time": f"yesterday {n}"},
-                              "body": {"course_id": "1"}}),
-        lambda n: json.dumps({"metadata": {"event_name": "course_updated", "event_time": "2026-09-01T00:00:00Z"},
-                              "body": {"course_id": {"id": n}}}),
-        lambda n: json.dumps({"sensor": "x", "sendTime": "2026-09-01T00:00:00Z", "dataVersion": CALIPER_CONTEXT,
-                              "data": [{"type": "Event", "action": "Created", "n": n}]}),
-        lambda n: json.dumps({"sensor": "x", "sendTime": "2026-09-01T00:00:00Z",
-                              "dataVersion": CALIPER_CONTEXT, "data": [], "n": n}),
-        lambda n: json.dumps({"metadata": {"event_name": "enrollment_updated",
-                                           "event_time": "2026-09-01T00:00:00Z"}, "body": {"n": n}}),
+        lambda n: json.dumps(
+            {"metadata": {"event_time": "2026-09-01T00:00:00Z", "n": n}, "body": {}}
+        ),
+        lambda n: json.dumps(
+            {
+                "metadata": {"event_name": "course_updated", "event_time": f"yesterday {n}"},
+                "body": {"course_id": "1"},
+            }
+        ),
+        lambda n: json.dumps(
+            {
+                "metadata": {"event_name": "course_updated", "event_time": "2026-09-01T00:00:00Z"},
+                "body": {"course_id": {"id": n}},
+            }
+        ),
+        lambda n: json.dumps(
+            {
+                "sensor": "x",
+                "sendTime": "2026-09-01T00:00:00Z",
+                "dataVersion": CALIPER_CONTEXT,
+                "data": [{"type": "Event", "action": "Created", "n": n}],
+            }
+        ),
+        lambda n: json.dumps(
+            {
+                "sensor": "x",
+                "sendTime": "2026-09-01T00:00:00Z",
+                "dataVersion": CALIPER_CONTEXT,
+                "data": [],
+                "n": n,
+            }
+        ),
+        lambda n: json.dumps(
+            {
+                "metadata": {
+                    "event_name": "enrollment_updated",
+                    "event_time": "2026-09-01T00:00:00Z",
+                },
+                "body": {"n": n},
+            }
+        ),
         lambda n: '{"metadata": {"event_name": "course_created", "truncated' + str(n),
-    )  # fmt: skip
+    )
 
     def _malformed(self, n: int) -> str:
         self.truth.rejected += 1
@@ -450,49 +592,97 @@ class _Generator:
         return body
 
     # -- envelopes ---------------------------------------------------------------------
-    def _canvas_raw(self, name: str, when: datetime, body: dict[str, Any], *, user: int,
-                    course: int | None, system: bool = False) -> str:  # fmt: skip
+    def _canvas_raw(
+        self,
+        name: str,
+        when: datetime,
+        body: dict[str, Any],
+        *,
+        user: int,
+        course: int | None,
+        system: bool = False,
+    ) -> str:
         metadata: dict[str, Any] = {
-            "event_name": name, "event_time": iso(when), "producer": "canvas",
-            "root_account_id": glob_id(1), "root_account_uuid": "SandboxRootAccountUuid0001",
+            "event_name": name,
+            "event_time": iso(when),
+            "producer": "canvas",
+            "root_account_id": glob_id(1),
+            "root_account_uuid": "SandboxRootAccountUuid0001",
             "root_account_lti_guid": f"SandboxRootAccountUuid0001.{HOST}",
-        }  # fmt: skip
+        }
         if system:
             metadata.update(job_id=str(self.rng.randint(1, 10**9)), job_tag="Enrollment#save")
         else:
             metadata.update(
-                user_id=glob_id(user), user_login=f"user{local(user)}@example.edu",
-                hostname=HOST, request_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-                session_id=f"{self.rng.getrandbits(128):032x}", user_agent="Mozilla/5.0 (sandbox)",
-                client_ip="192.0.2.10", http_method="GET", time_zone="America/Detroit",
+                user_id=glob_id(user),
+                user_login=f"user{local(user)}@example.edu",
+                hostname=HOST,
+                request_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                session_id=f"{self.rng.getrandbits(128):032x}",
+                user_agent="Mozilla/5.0 (sandbox)",
+                client_ip="192.0.2.10",
+                http_method="GET",
+                time_zone="America/Detroit",
                 url=f"https://{HOST}/courses/{course or 0}",
-            )  # fmt: skip
+            )
             if course is not None:
-                metadata.update(context_type="Course", context_id=glob_id(course),
-                                context_role="StudentEnrollment")  # fmt: skip
+                metadata.update(
+                    context_type="Course",
+                    context_id=glob_id(course),
+                    context_role="StudentEnrollment",
+                )
         return json.dumps({"metadata": metadata, "body": body}, ensure_ascii=False)
 
-    def _caliper_envelope(self, when: datetime, kind: str, action: str, obj: dict[str, Any], *,
-                          user: int, course: int | None) -> str:  # fmt: skip
+    def _caliper_envelope(
+        self,
+        when: datetime,
+        kind: str,
+        action: str,
+        obj: dict[str, Any],
+        *,
+        user: int,
+        course: int | None,
+    ) -> str:
         event: dict[str, Any] = {
             "@context": CALIPER_CONTEXT,
             "id": f"urn:uuid:{uuid.UUID(int=self.rng.getrandbits(128), version=4)}",
             "type": kind,
-            "actor": {"id": urn("user", user), "type": "Person", "extensions": {EXT: {
-                "user_login": f"user{local(user)}@example.edu", "root_account_id": glob_id(1),
-                "root_account_uuid": "SandboxRootAccountUuid0001", "entity_id": glob_id(user),
-            }}},
+            "actor": {
+                "id": urn("user", user),
+                "type": "Person",
+                "extensions": {
+                    EXT: {
+                        "user_login": f"user{local(user)}@example.edu",
+                        "root_account_id": glob_id(1),
+                        "root_account_uuid": "SandboxRootAccountUuid0001",
+                        "entity_id": glob_id(user),
+                    }
+                },
+            },
             "action": action,
             "object": obj,
             "eventTime": iso(when),
             "edApp": {"id": f"http://{HOST}/", "type": "SoftwareApplication"},
-            "extensions": {EXT: {"hostname": HOST, "user_agent": "Mozilla/5.0 (sandbox)",
-                                 "client_ip": "192.0.2.10", "version": "1.0.0",
-                                 "request_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4))}},
-        }  # fmt: skip
+            "extensions": {
+                EXT: {
+                    "hostname": HOST,
+                    "user_agent": "Mozilla/5.0 (sandbox)",
+                    "client_ip": "192.0.2.10",
+                    "version": "1.0.0",
+                    "request_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                }
+            },
+        }
         if course is not None:
-            event["group"] = {"id": urn("course", course), "type": "CourseOffering",
-                              "extensions": {EXT: {"context_type": "Course", "entity_id": glob_id(course)}}}  # fmt: skip
-        envelope = {"sensor": f"http://{HOST}/", "sendTime": iso(when + timedelta(seconds=1)),
-                    "dataVersion": CALIPER_CONTEXT, "data": [event]}  # fmt: skip
+            event["group"] = {
+                "id": urn("course", course),
+                "type": "CourseOffering",
+                "extensions": {EXT: {"context_type": "Course", "entity_id": glob_id(course)}},
+            }
+        envelope = {
+            "sensor": f"http://{HOST}/",
+            "sendTime": iso(when + timedelta(seconds=1)),
+            "dataVersion": CALIPER_CONTEXT,
+            "data": [event],
+        }
         return json.dumps(envelope, ensure_ascii=False)

@@ -40,9 +40,12 @@ class SqsServer:
         import boto3
 
         return boto3.client(
-            "sqs", region_name=REGION, endpoint_url=self.url,
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        )  # fmt: skip
+            "sqs",
+            region_name=REGION,
+            endpoint_url=self.url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
 
     def create_queue(self, name: str, *, visibility_timeout: int = 30) -> str:
         reply = self.client().create_queue(
@@ -53,10 +56,14 @@ class SqsServer:
     def config(self, queue_url: str, **extra: Any) -> dict[str, Any]:
         """The LIVE_EVENTS config section pointing the job at ``queue_url`` here."""
         return {
-            "SQS_QUEUE_URL": queue_url, "AWS_REGION": REGION, "SQS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "WAIT_SECONDS": 1, **extra,
-        }  # fmt: skip
+            "SQS_QUEUE_URL": queue_url,
+            "AWS_REGION": REGION,
+            "SQS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "WAIT_SECONDS": 1,
+            **extra,
+        }
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -75,8 +82,10 @@ def sqs_server(*, timeout: float = 30.0) -> Iterator[SqsServer]:
     env = {**os.environ, "MOTO_CALL_RESET_API": "false"}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     server = SqsServer(f"http://127.0.0.1:{port}", process)
     try:
         _wait_listening(port, process, timeout)
