@@ -17,15 +17,18 @@
 
 ``GET /healthz`` answers 200 while the process serves, with the counters, the number of
 signing keys and the outcome of the latest transaction. Log lines name the outcome, its
-reason and the client address, never a token or a payload.
+reason and the client address, never a token or a payload; refusals are logged at most
+ten per outcome a minute (the rest counted), and a summary line is logged every minute.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ SOURCE = "https"
 # header.payload.signature in base64url; the signature may be empty ("alg": "none").
 COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+=*\.[A-Za-z0-9_-]*=*\.[A-Za-z0-9_-]*=*")
 RETRY_AFTER_S = "5"
+SUMMARY_EVERY_S = 60.0
 
 Read = Callable[[Any], Sequence[Any]]  # event payload -> parsed items (events, rejects)
 IsRejected = Callable[[Any], bool]
@@ -69,6 +73,31 @@ class Refused(Exception):
         self.reason = reason
 
 
+class LogThrottle:
+    """At most ``limit`` refusal lines per outcome per ``window_s``; the rest are counted
+    and summed up in one line when the window ends, so a flood cannot fill the log."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._started: dict[str, float] = {}
+        self._lines: Counter[str] = Counter()
+        self._muted: Counter[str] = Counter()
+
+    def allow(self, outcome: str) -> bool:
+        now = time.monotonic()
+        if now - self._started.get(outcome, -1e18) >= self.window_s:
+            if self._muted[outcome]:
+                log.warning("%d more delivery(ies) refused as %s in the last %.0f s (not logged)",
+                            self._muted[outcome], outcome, self.window_s)
+            self._started[outcome] = now
+            self._lines[outcome] = self._muted[outcome] = 0
+        self._lines[outcome] += 1
+        if self._lines[outcome] > self.limit:
+            self._muted[outcome] += 1
+            return False
+        return True
+
+
 class Receiver:
     """Request handling, independent of how the app is served."""
 
@@ -87,6 +116,7 @@ class Receiver:
         self.verifier = verifier
         self.options = options
         self.counts: Counter[str] = Counter()
+        self.log_throttle = LogThrottle()
 
     async def receive(self, request: Request) -> JSONResponse:
         client = request.client.host if request.client else "?"
@@ -97,16 +127,18 @@ class Receiver:
             stored, rejected = await self._store(items)
         except Refused as refused:
             self.counts[refused.outcome] += 1
-            log.warning("Delivery from %s refused (HTTP %d): %s",
-                        client, refused.status, refused.reason)
+            if self.log_throttle.allow(refused.outcome):
+                log.warning("Delivery from %s refused (HTTP %d): %s",
+                            client, refused.status, refused.reason)
             headers = {"Retry-After": RETRY_AFTER_S} if refused.status == 503 else None
             return JSONResponse({"error": refused.reason}, refused.status, headers=headers)
         self.counts["events_stored"] += stored
         self.counts["events_rejected"] += rejected
         if stored == 0 and rejected:
             self.counts["rejected"] += 1
-            log.info("Delivery from %s rejected: %d invalid event(s) kept in "
-                     "live_event_rejected", client, rejected)
+            if self.log_throttle.allow("rejected"):
+                log.info("Delivery from %s rejected: %d invalid event(s) kept in "
+                         "live_event_rejected", client, rejected)
             return JSONResponse({"stored": 0, "rejected": rejected}, 422)
         self.counts["accepted"] += 1
         return JSONResponse({"stored": stored, "rejected": rejected}, 200)
@@ -183,6 +215,19 @@ class Receiver:
         }
 
 
+async def _log_summaries(receiver: Receiver, every_s: float) -> None:
+    """One INFO line per period with what changed, while anything did."""
+    last: Counter[str] = Counter()
+    while True:
+        await asyncio.sleep(every_s)
+        delta = receiver.counts - last
+        if delta:
+            stats = receiver.writer.stats
+            log.info("Last %.0f s: %s; %d transaction(s) so far", every_s,
+                     ", ".join(f"{k} {v}" for k, v in sorted(delta.items())), stats.transactions)
+        last = Counter(receiver.counts)
+
+
 def build_app(receiver: Receiver) -> Starlette:
     """The ASGI app: routes plus a lifespan that runs the writer and loads the keys."""
 
@@ -198,9 +243,11 @@ def build_app(receiver: Receiver) -> Starlette:
         if receiver.verifier is not None:
             with contextlib.suppress(KeysUnavailable):  # logged; retried on first use
                 await receiver.verifier.keys.refresh()
+        summary = asyncio.create_task(_log_summaries(receiver, SUMMARY_EVERY_S))
         try:
             yield
         finally:
+            summary.cancel()
             await receiver.writer.stop()
             log.info("Receiver stopped: %s", dict(sorted(receiver.counts.items())))
 

@@ -479,3 +479,14 @@ def test_events_serve_with_a_bad_listen_address_is_a_config_error(tmp_path: Path
     result = run_cli(["--config", str(config), "events", "serve"])
     assert result.returncode == 2, result.stderr
     assert "LISTEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_flood_of_refusals_is_logged_at_most_ten_times_a_minute(tmp_path: Path, ring: KeyRing, caplog: pytest.LogCaptureFixture) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'inventory.sqlite3'}")
+    migrate(engine)
+    with caplog.at_level(logging.INFO), running(engine, ring) as run:
+        result = post_stream([b"{}"] * 40, PostPlan(run.url, concurrency=4, content_type="application/json"))
+        health = run.health()
+    assert result.statuses == {401: 40} and health["counts"]["unsigned"] == 40
+    assert caplog.text.count("refused (HTTP 401): unsigned delivery refused") == 10
+    engine.dispose()
