@@ -41,11 +41,13 @@ def _str(value: Any) -> str | None:
 
 
 def canvas_course_id(metadata: dict[str, Any], body: dict[str, Any]) -> int | None:
-    """The course an event is about: its Course context, else the body's course_id."""
-    if metadata.get("context_type") == "Course":
-        found = local_id(metadata.get("context_id"))
-        if found is not None:
-            return found
+    """The course an event is about: the request's Course context, else the body's own
+    Course context, else the body's course_id."""
+    for where in (metadata, body):
+        if where.get("context_type") == "Course":
+            found = local_id(where.get("context_id"))
+            if found is not None:
+                return found
     return local_id(body.get("course_id"))
 
 

@@ -50,7 +50,7 @@ def _engine(url: str):
 def test_one_run_drains_the_queue_into_the_ground_truth(
     database_url, sqs, queue_url, institution, tmp_path: Path
 ) -> None:
-    stream = _stream(institution, 120, seed=1)
+    stream = _stream(institution, 80, seed=1)
     client = sqs.client()
     send_all(client, queue_url, stream.messages)
     config = write_config(tmp_path, database_url, sqs.config(queue_url))
@@ -80,7 +80,7 @@ def test_one_run_drains_the_queue_into_the_ground_truth(
 def test_partial_drains_and_a_crash_between_commit_and_delete_count_once(
     database_url, sqs, queue_url, institution
 ) -> None:
-    stream = _stream(institution, 100, seed=2)
+    stream = _stream(institution, 70, seed=2)
     client = sqs.client()
     send_all(client, queue_url, stream.messages)
     engine = _engine(database_url)
@@ -98,7 +98,7 @@ def test_partial_drains_and_a_crash_between_commit_and_delete_count_once(
             totals = drain(queue, engine, max_messages=25, batch_messages=10)
             assert totals.messages <= 25
             runs += 1
-        assert runs >= 4
+        assert runs >= 3
         assert_matches_truth(engine, stream.truth)
         assert before["events"] > 0
 
@@ -116,7 +116,7 @@ def test_partial_drains_and_a_crash_between_commit_and_delete_count_once(
 def test_three_concurrent_consumers_end_with_the_ground_truth(
     database_url, sqs, queue_url, institution
 ) -> None:
-    stream = _stream(institution, 150, seed=3)
+    stream = _stream(institution, 90, seed=3)
     client = sqs.client()
     send_all(client, queue_url, stream.messages)
     _engine(database_url).dispose()
@@ -144,7 +144,11 @@ def test_three_concurrent_consumers_end_with_the_ground_truth(
     engine = make_engine(database_url)
     try:
         assert_matches_truth(engine, stream.truth)
-        assert queue_depth(client, queue_url) == (0, 0)
+        # A message two consumers received at once (the local server, like SQS after a
+        # visibility timeout, may hand one out twice) is deleted by one; the other's stale
+        # receipt is refused and the copy returns later, already stored.
+        visible, in_flight = queue_depth(client, queue_url)
+        assert visible == 0 and in_flight == sum(t.not_deleted for t in totals)
     finally:
         engine.dispose()
 
@@ -171,7 +175,7 @@ FAIL_LINKS = {
 def test_a_database_failure_keeps_the_batch_on_the_queue_and_the_next_run_completes(
     database_url, sqs, queue_url, institution, tmp_path: Path
 ) -> None:
-    stream = _stream(institution, 80, seed=4)
+    stream = _stream(institution, 50, seed=4)
     client = sqs.client()
     send_all(client, queue_url, stream.messages)
     engine = _engine(database_url)
