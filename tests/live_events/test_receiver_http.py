@@ -28,6 +28,8 @@ from courseinv.db.engine import make_engine
 from courseinv.db.migrate import migrate
 from courseinv.live_events.receiver import ReceiverOptions
 from courseinv.live_events.receiver_cli import ServerThread, make_receiver
+from courseinv.sandbox.institution import Institution
+from courseinv.sandbox.live_events import StreamSpec, generate_stream
 from courseinv.sandbox.live_events_signing import (
     JwksServer,
     KeyRing,
@@ -40,6 +42,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import create_database, drop_database, run_cli
+from tests.live_events.helpers import assert_matches_truth
 
 SHARD = 10**13  # Canvas global id = shard * 10^13 + local id; the sandbox uses shard 1
 T0 = datetime(2026, 11, 30, 9, 0, 0)
@@ -328,6 +331,27 @@ def test_signed_stream_of_both_formats_lands_and_projects_exactly(db: Database) 
     assert tables(db.direct) == expected
     assert health["counts"]["accepted"] == len(events) + 8
     assert health["database"] == "ok"
+
+
+def test_sandbox_stream_matches_its_ground_truth(db: Database, institution: Institution) -> None:
+    """The sandbox institution's stream (both formats, redeliveries, out of order, unknown
+    types and fields, over-long values), signed and posted concurrently with a key
+    rotation halfway: the tables end exactly as the stream's ground truth says."""
+    spec = StreamSpec(events=160, seed=13, new_field_rate=0.05, unknown_type_rate=0.03,
+                      long_value_rate=0.03, duplicate_rate=0.08)
+    stream_ = generate_stream(institution, spec)
+    claims = [json.loads(message) for message in stream_.messages]
+    half = len(claims) // 2
+    ring = KeyRing(prefix=f"truth-{db.kind}")
+    with running(db.engine, ring) as run:
+        first = post_stream(signed(ring, claims[:half]), PostPlan(run.url, concurrency=8))
+        time.sleep(0.25)
+        ring.rotate()
+        second = post_stream(signed(ring, claims[half:]), PostPlan(run.url, concurrency=8))
+        fetches = run.jwks.fetches
+    assert first.statuses == {200: half} and second.statuses == {200: len(claims) - half}
+    assert fetches == 2
+    assert_matches_truth(db.direct, stream_.truth)
 
 
 def test_attacks_are_refused_and_nothing_is_stored(db: Database, ring: KeyRing, caplog: pytest.LogCaptureFixture) -> None:
