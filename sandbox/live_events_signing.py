@@ -14,7 +14,8 @@ For development, tests, the demo and benchmarks only (never in production code).
   asyncio streams so that the load generator costs the benchmark little CPU.
 
 ``python -m courseinv.sandbox.live_events_signing --url http://127.0.0.1:8080/ ...``
-serves a JWKS on ``--jwks-port`` and posts a signed stream (rotating the key halfway).
+serves a JWKS on ``--jwks-port`` and posts the sandbox institution's event stream
+(``sandbox/live_events.py``), signed, at ``--rate``, rotating the key halfway.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import random
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -119,153 +119,6 @@ class JwksServer(SandboxServer):
     @property
     def fetches(self) -> int:
         return self.log.count("jwks", 200)
-
-
-# -- a sample stream (benchmarks, the command line) ------------------------------------
-
-HOST = "canvas.sandbox.example"
-USER_AGENT = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/120.0.0.0 Safari/537.36"
-)
-SHARD = 10**13
-
-
-def _gid(local: int) -> str:
-    return str(SHARD + local)
-
-
-def _iso(ts: float) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
-    return f"{stamp}.{int(ts * 1000) % 1000:03d}Z"
-
-
-def _metadata(name: str, ts: float, user: int, course: int, path: str, rng: random.Random
-              ) -> dict[str, Any]:
-    """A user-generated event's metadata, with the fields (and sizes) Canvas sends."""
-    return {
-        "root_account_uuid": "SandboxRootAccountUuid0000000000000000000",
-        "root_account_id": _gid(1), "root_account_lti_guid": f"sandbox-lti-guid.{HOST}",
-        "user_login": f"user{user}@example.edu", "user_account_id": _gid(1),
-        "user_sis_id": f"SIS-{user:06d}", "user_id": _gid(user), "time_zone": "America/Detroit",
-        "context_type": "Course", "context_id": _gid(course), "context_account_id": _gid(2),
-        "context_sis_source_id": f"2026.FA.{course}", "context_role": "StudentEnrollment",
-        "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
-        "session_id": f"{rng.getrandbits(128):032x}", "hostname": HOST, "http_method": "GET",
-        "user_agent": USER_AGENT, "client_ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.7",
-        "url": f"https://{HOST}/courses/{course}/{path}",
-        "referrer": f"https://{HOST}/courses/{course}", "producer": "canvas",
-        "event_name": name, "event_time": _iso(ts),
-    }
-
-
-def _canvas_view(ts: float, user: int, course: int, rng: random.Random) -> dict[str, Any]:
-    page = rng.randrange(1, 40)
-    return {"metadata": _metadata("asset_accessed", ts, user, course, f"pages/page-{page}", rng),
-            "body": {"asset_name": f"Week {page} notes", "asset_type": "wiki_page",
-                     "asset_id": _gid(10_000 + course * 40 + page), "asset_subtype": None,
-                     "category": "wiki", "role": "StudentEnrollment", "level": "participate"}}
-
-
-def _canvas_submission(ts: float, user: int, course: int, rng: random.Random) -> dict[str, Any]:
-    assignment = course * 20 + rng.randrange(20)
-    return {
-        "metadata": _metadata("submission_created", ts, user, course,
-                              f"assignments/{assignment}/submissions", rng),
-        "body": {"assignment_id": _gid(assignment), "attempt": 1, "body": "Submitted text",
-                 "grade": None, "graded_at": None, "group_id": None, "late": False,
-                 "lti_assignment_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                 "lti_user_id": f"{rng.getrandbits(160):040x}", "missing": False, "score": None,
-                 "submission_id": _gid(rng.getrandbits(40)), "submission_type": "online_text_entry",
-                 "submitted_at": _iso(ts), "updated_at": _iso(ts), "url": None,
-                 "user_id": _gid(user), "workflow_state": "submitted"},
-    }
-
-
-def _canvas_enrollment(ts: float, user: int, course: int, rng: random.Random) -> dict[str, Any]:
-    name = rng.choice(["enrollment_created", "enrollment_updated"])
-    return {
-        "metadata": _metadata(name, ts, 3, course, "enroll_users", rng),
-        "body": {"enrollment_id": _gid(course * 10_000 + user), "course_id": _gid(course),
-                 "course_section_id": _gid(course + 500_000), "user_id": _gid(user),
-                 "user_name": f"Student {user}", "type": "StudentEnrollment",
-                 "workflow_state": rng.choice(["invited", "active", "completed"]),
-                 "created_at": _iso(ts), "updated_at": _iso(ts),
-                 "limit_privileges_to_course_section": False, "associated_user_id": None},
-    }
-
-
-def _caliper_view(ts: float, user: int, course: int, rng: random.Random) -> dict[str, Any]:
-    page = rng.randrange(1, 40)
-    canvas = "com.instructure.canvas"
-    event = {
-        "@context": "http://purl.imsglobal.org/ctx/caliper/v1p1",
-        "id": f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128))}",
-        "type": "NavigationEvent",
-        "actor": {"id": f"urn:instructure:canvas:user:{_gid(user)}", "type": "Person",
-                  "extensions": {canvas: {"user_login": f"user{user}@example.edu",
-                                          "user_sis_id": f"SIS-{user:06d}",
-                                          "root_account_id": _gid(1),
-                                          "root_account_lti_guid": f"sandbox-lti-guid.{HOST}",
-                                          "root_account_uuid": "SandboxRootAccountUuid000000",
-                                          "entity_id": _gid(user)}}},
-        "action": "NavigatedTo",
-        "object": {"id": f"urn:instructure:canvas:wikiPage:{_gid(10_000 + course * 40 + page)}",
-                   "type": "Page", "name": f"Week {page} notes",
-                   "extensions": {canvas: {"asset_name": f"Week {page} notes",
-                                           "asset_type": "wiki_page",
-                                           "entity_id": _gid(10_000 + course * 40 + page),
-                                           "context_account_id": _gid(2), "http_method": "GET"}}},
-        "eventTime": _iso(ts),
-        "referrer": f"https://{HOST}/courses/{course}/pages",
-        "edApp": {"id": f"http://{HOST}/", "type": "SoftwareApplication"},
-        "group": {"id": f"urn:instructure:canvas:course:{_gid(course)}", "type": "CourseOffering",
-                  "extensions": {canvas: {"context_type": "Course", "entity_id": _gid(course)}}},
-        "membership": {"id": f"urn:instructure:canvas:course:{_gid(course)}:Learner:{_gid(user)}",
-                       "type": "Membership",
-                       "member": {"id": f"urn:instructure:canvas:user:{_gid(user)}",
-                                  "type": "Person"},
-                       "organization": {"id": f"urn:instructure:canvas:course:{_gid(course)}",
-                                        "type": "CourseOffering"},
-                       "roles": ["Learner"]},
-        "session": {"id": f"urn:instructure:canvas:session:{rng.getrandbits(128):032x}",
-                    "type": "Session"},
-        "extensions": {canvas: {"hostname": HOST,
-                                "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                                "user_agent": USER_AGENT, "client_ip": "10.0.0.7",
-                                "request_url": f"https://{HOST}/courses/{course}/pages/week-{page}",
-                                "version": "1.0.0"}},
-    }
-    return {"sensor": f"http://{HOST}/", "sendTime": _iso(ts),
-            "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p1", "data": [event]}
-
-
-_MIX = ((0.45, _caliper_view), (0.30, _canvas_view), (0.15, _canvas_submission),
-        (0.10, _canvas_enrollment))
-
-
-def _pick(x: float) -> Any:
-    for share, build in _MIX:
-        if x < share:
-            return build
-        x -= share
-    return _MIX[-1][1]
-
-
-def sample_events(n: int, *, seed: int = 0, courses: int = 50, users: int = 2000,
-                  start: float = 1_790_000_000.0) -> list[dict[str, Any]]:
-    """``n`` distinct events of a busy term, both formats, documented-size payloads.
-
-    Mix: 45 % Caliper page views, 30 % Canvas raw page views, 15 % submissions, 10 %
-    enrollment changes; one event every ~50 ms of simulated time.
-    """
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        build = _pick(rng.random())
-        out.append(build(start + i * 0.05, rng.randrange(10, 10 + users),
-                         rng.randrange(100, 100 + courses), rng))
-    return out
 
 
 # -- attack tokens (tests): what a forger can make without the private key ------------
@@ -436,16 +289,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="the receiver, e.g. http://127.0.0.1:8080/")
     p.add_argument("--jwks-port", type=int, default=8765, help="JWKS port (default 8765)")
     p.add_argument("--events", type=int, default=1000, help="events to post (default 1000)")
+    p.add_argument("--courses", type=int, default=50, help="institution size (default 50)")
     p.add_argument("--rate", type=float, default=100.0, help="events per second (0: unbounded)")
     p.add_argument("--concurrency", type=int, default=8, help="connections (default 8)")
     p.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
     return p
 
 
+def stream_claims(events: int, *, courses: int = 50, seed: int = 0,
+                  duplicate_rate: float = 0.05) -> list[dict[str, Any]]:
+    """The sandbox institution's Live Events stream (both formats), as JWT claims."""
+    from courseinv.sandbox.institution import Institution, InstitutionSpec
+    from courseinv.sandbox.live_events import StreamSpec, generate_stream
+
+    institution = Institution.generate(InstitutionSpec.sized(courses, seed=seed))
+    spec = StreamSpec(events=events, seed=seed, duplicate_rate=duplicate_rate)
+    return [json.loads(m) for m in generate_stream(institution, spec).messages]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ring = KeyRing()
-    events = sample_events(args.events, seed=args.seed)
+    events = stream_claims(args.events, courses=args.courses, seed=args.seed)
     with JwksServer(ring, port=args.jwks_port) as server:
         print(f"JWKS_URL {server.jwks_url} (set LIVE_EVENTS.JWKS_URL to it)", flush=True)
         half = len(events) // 2
