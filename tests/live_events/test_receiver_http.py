@@ -42,6 +42,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import create_database, drop_database, run_cli
+from tests.foundation.test_packaging import BLOCKING_CLI, SANDBOX_EXTRA
 from tests.live_events.helpers import assert_matches_truth
 
 SHARD = 10**13  # Canvas global id = shard * 10^13 + local id; the sandbox uses shard 1
@@ -455,7 +456,7 @@ def test_unsigned_deliveries_when_require_signed_is_false(tmp_path: Path, ring: 
     engine.dispose()
 
 
-def test_events_serve_command_serves_until_sigterm(tmp_path: Path, ring: KeyRing) -> None:
+def test_events_serve_command_serves_until_sigterm_without_the_sandbox(tmp_path: Path, ring: KeyRing) -> None:
     with JwksServer(ring) as jwks:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -468,9 +469,11 @@ def test_events_serve_command_serves_until_sigterm(tmp_path: Path, ring: KeyRing
         }))
         import subprocess
         import sys
+        # The production command, with the sandbox and its extra made unimportable.
+        blocked = ",".join((*SANDBOX_EXTRA, "courseinv.sandbox"))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "courseinv.runner.cli", "--config", str(config), "events", "serve"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-c", BLOCKING_CLI, blocked, "--config", str(config), "events", "serve"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
         )
         try:
             url = f"http://127.0.0.1:{port}"
