@@ -100,5 +100,12 @@ class Queue:
             kind = type(error).__name__
             raise QueueUnavailable(f"SQS {operation} on {self.url} failed: {kind}") from None
 
+    def depth(self) -> tuple[int, int]:
+        """(visible, in flight) messages: SQS's approximate counts."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        reply = self._call("get_queue_attributes", QueueUrl=self.url, AttributeNames=names)
+        attrs = reply.get("Attributes", {})
+        return int(attrs.get(names[0], 0)), int(attrs.get(names[1], 0))
+
     def close(self) -> None:
         self._client.close()

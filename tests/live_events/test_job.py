@@ -295,3 +295,16 @@ def test_debug_logging_of_a_run_never_shows_the_aws_keys(
         assert count(engine, live_event) == stream.truth.events
     finally:
         engine.dispose()
+
+
+def test_check_config_tries_the_queue(sqs, queue_url, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    ok = run_cli(
+        ["--config", str(write_config(tmp_path, url, sqs.config(queue_url))), "check-config"]
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "queue reachable: 0 messages waiting" in ok.stdout
+    gone = sqs.config(queue_url.replace("/live-", "/missing-"))
+    bad = run_cli(["--config", str(write_config(tmp_path, url, gone)), "check-config"])
+    assert bad.returncode != 0
+    assert "Live Events queue" in bad.stdout and SECRET_KEY not in bad.stdout + bad.stderr
