@@ -15,6 +15,7 @@ dependencies load when the command runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 from pathlib import Path
@@ -79,6 +80,10 @@ def cmd_events_serve(args: argparse.Namespace) -> int:
     engine = prepare_database(config)
     try:
         receiver = make_receiver(engine, jwks_url, options)
+        logging.getLogger(__name__).info(
+            "Receiving Live Events on %s:%d (REQUIRE_SIGNED %s, JWKS %s, body limit %d bytes)",
+            host, port, options.require_signed, jwks_url, options.max_body_bytes,
+        )
         serve(receiver, host, port)
     finally:
         engine.dispose()
@@ -111,7 +116,7 @@ def make_receiver(
     from courseinv.live_events.jwks import JwksCache
     from courseinv.live_events.jwt_verify import SignedEventVerifier
     from courseinv.live_events.parse import Rejected, read_events
-    from courseinv.live_events.receiver import Receiver
+    from courseinv.live_events.receiver import SOURCE, Receiver
     from courseinv.live_events.receiver_writer import BatchingWriter
     from courseinv.live_events.store import store_batch
 
@@ -124,19 +129,12 @@ def make_receiver(
     writer = BatchingWriter(partial(store_batch, engine), max_items=options.max_batch_items,
                             writers=options.writers, group=options.group_commit)
     return Receiver(
-        read=partial(_as_list, read_events),
+        read=partial(read_events, source=SOURCE),
         is_rejected=lambda item: isinstance(item, Rejected),
         writer=writer,
         verifier=verifier,
         options=options,
     )
-
-
-def _as_list(read: Any, payload: Any) -> list[Any]:
-    from courseinv.live_events.receiver import SOURCE
-
-    result = read(payload, source=SOURCE)
-    return list(result) if isinstance(result, list | tuple) else [result]
 
 
 def serve(receiver: Receiver, host: str, port: int, *, sock: socket.socket | None = None) -> None:
