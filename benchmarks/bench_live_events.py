@@ -4,9 +4,9 @@ Usage: python benchmarks/bench_live_events.py [--events 200000] [--depth 200]
            [--db mysql+pymysql://root@127.0.0.1:3306/] [--modes ceiling,baseline,project]
 
 One sandbox stream (``--events`` distinct events, both formats, 5 % duplicate deliveries,
-out-of-order, 5 % of unprojected types) goes through the local SQS server (moto, spoken to
+out-of-order, 5 % of unprojected types) goes through the local SQS server (MiniStack, spoken to
 by unmodified boto3) once per mode. A producer process keeps the queue at about ``--depth``
-messages, topping it up while it drains (moto slows with the queue's length). Each
+messages, topping it up while it drains (local servers slow with queue length). Each
 consumer runs in its own process (so its peak RSS is its own), from an empty database:
 
 * ceiling   the local server's own ceiling: receive 10 + delete 10, no database.

@@ -1,4 +1,4 @@
-"""Fixtures of the LIVE_EVENTS tests: one local SQS server (moto) per session, a fresh
+"""Fixtures of the LIVE_EVENTS tests: one local SQS server (MiniStack) per session, a fresh
 queue per test, a small sandbox institution."""
 
 from __future__ import annotations

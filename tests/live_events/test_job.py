@@ -1,8 +1,8 @@
-"""LIVE_EVENTS over the real SQS protocol (moto's server, unmodified boto3) into SQLite,
+"""LIVE_EVENTS over the real SQS protocol (MiniStack's SQS, unmodified boto3) into SQLite,
 MariaDB and PostgreSQL: ground truth, partial drains, redeliveries after a crash between
 commit and delete, competing consumers, a database failure, bad messages, secrets.
 
-Queues stay short (moto's server slows with the queue's length)."""
+Queues stay short: tests are about behaviour; scale belongs to the benchmark."""
 
 from __future__ import annotations
 
