@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -109,22 +110,58 @@ def drain(
     batch_messages: int = DEFAULT_BATCH_MESSAGES,
     logger: logging.Logger = log,
 ) -> DrainTotals:
-    """Receive, store and delete batches until the queue is empty or ``max_messages``."""
+    """Receive, store and delete batches until the queue is empty or ``max_messages``.
+
+    Pipelined: while one batch is being stored, the next is received and the previous
+    one (already committed) is deleted, on two helper threads (boto3 clients are
+    thread-safe). A batch is deleted only after its own commit.
+    """
     totals = DrainTotals()
-    with Progress("LIVE_EVENTS messages", None, logger=logger) as progress:
-        while totals.messages < max_messages:
-            room = min(batch_messages, max_messages - totals.messages)
-            batch, drained = _collect(queue, room)
-            if batch:
+    with (
+        ThreadPoolExecutor(2, thread_name_prefix="sqs") as pool,
+        Progress("LIVE_EVENTS messages", None, logger=logger) as progress,
+    ):
+        ahead: Future | None = pool.submit(_collect, queue, min(batch_messages, max_messages))
+        deleting: Future | None = None
+        taken = 0
+        while ahead is not None:
+            batch, drained = ahead.result()
+            taken += len(batch)
+            room = min(batch_messages, max_messages - taken)
+            ahead = pool.submit(_collect, queue, room) if not drained and room > 0 else None
+            if not batch:
+                continue
+            try:
                 result = _store(queue, engine, batch)
-                not_deleted = queue.delete(batch)
-                if not_deleted:
-                    logger.warning("LIVE_EVENTS: SQS did not delete %d messages", not_deleted)
-                totals.add(len(batch), result, not_deleted)
-                progress.advance(len(batch))
-            if drained:
-                break
+            except Exception:
+                _release_ahead(queue, ahead)
+                raise
+            if deleting is not None:
+                _deleted(deleting.result(), logger, totals)
+            deleting = pool.submit(queue.delete, batch)
+            totals.add(len(batch), result, 0)
+            progress.advance(len(batch))
+        if deleting is not None:
+            _deleted(deleting.result(), logger, totals)
     return totals
+
+
+def _deleted(not_deleted: int, logger: logging.Logger, totals: DrainTotals) -> None:
+    if not_deleted:
+        logger.warning("LIVE_EVENTS: SQS did not delete %d messages", not_deleted)
+        totals.not_deleted += not_deleted
+
+
+def _release_ahead(queue: Queue, ahead: Future | None) -> None:
+    """The batch received ahead of a failed one goes back to the queue too."""
+    if ahead is None:
+        return
+    try:
+        batch, _ = ahead.result()
+        if batch:
+            queue.release(batch)
+    except QueueUnavailable as error:
+        log.warning("LIVE_EVENTS: could not release the next batch: %s", error)
 
 
 def _collect(queue: Queue, room: int) -> tuple[list[Message], bool]:
