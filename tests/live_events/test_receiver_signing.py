@@ -42,10 +42,25 @@ def jwks(ring: KeyRing) -> Iterator[JwksServer]:
         yield server
 
 
-def verifier_for(server: JwksServer, *, min_refetch: float = 0.0, ttl: float = 3600) -> SignedEventVerifier:
+class Clock:
+    """A monotonic clock the test moves by hand, so rate limits do not depend on load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def verifier_for(server: JwksServer, *, min_refetch: float = 0.0, ttl: float = 3600,
+                 clock: Clock | None = None) -> SignedEventVerifier:
     session = RetryingSession(name="jwks", policy=RetryPolicy(max_attempts=1), timeout=(2, 2))
     return SignedEventVerifier(
-        JwksCache(server.jwks_url, session.get_json, ttl=ttl, min_refetch_interval=min_refetch)
+        JwksCache(server.jwks_url, session.get_json, ttl=ttl, min_refetch_interval=min_refetch,
+                  clock=clock or Clock())
     )
 
 
@@ -110,13 +125,14 @@ def test_token_without_exp_or_iss_is_accepted(ring: KeyRing, jwks: JwksServer) -
 
 def test_rotated_key_costs_one_refetch_and_unknown_kids_are_rate_limited() -> None:
     ring = KeyRing(prefix="rotating")
+    clock = Clock()
     with JwksServer(ring) as server:
-        verifier = verifier_for(server, min_refetch=0.3)
+        verifier = verifier_for(server, min_refetch=10, clock=clock)
 
         async def scenario() -> None:
             await verifier.keys.refresh()
             assert (await verifier.verify(ring.sign(EVENT))) == EVENT
-            await asyncio.sleep(0.35)
+            clock.advance(11)
             ring.rotate()  # the new current key was not published at the first fetch
             tokens = [ring.sign(EVENT) for _ in range(5)]
             results = await asyncio.gather(*(verifier.verify(t) for t in tokens))
@@ -125,7 +141,7 @@ def test_rotated_key_costs_one_refetch_and_unknown_kids_are_rate_limited() -> No
             # Invented key ids: at most one fetch per interval, however many tokens. The
             # first one seen after the interval is checked (fetch) and refused; the others
             # arrive while a refetch is not allowed: "come back later", not "forged".
-            await asyncio.sleep(0.35)
+            clock.advance(11)
             outcomes = []
             for i in range(20):
                 forged = unsigned_token(EVENT, {"alg": "RS256", "kid": f"invented-{i}"}) + "c2ln"
@@ -136,7 +152,7 @@ def test_rotated_key_costs_one_refetch_and_unknown_kids_are_rate_limited() -> No
             assert outcomes == ["TokenRefused"] + ["KeysUnavailable"] * 19
             assert server.fetches == 3
             # Once a fetch has happened since they were first seen, they are refused.
-            await asyncio.sleep(0.35)
+            clock.advance(11)
             for i in range(1, 20):
                 forged = unsigned_token(EVENT, {"alg": "RS256", "kid": f"invented-{i}"}) + "c2ln"
                 with pytest.raises(TokenRefused, match="unknown key id"):
@@ -203,16 +219,18 @@ def test_jwks_parsing_keeps_only_rsa_signing_keys_of_2048_bits_or_more() -> None
 
 def test_rotation_right_after_a_fetch_is_retried_not_refused() -> None:
     ring = KeyRing(prefix="quick")
+    clock = Clock()
     with JwksServer(ring) as server:
-        verifier = verifier_for(server, min_refetch=0.5)
+        verifier = verifier_for(server, min_refetch=10, clock=clock)
 
         async def scenario() -> None:
             await verifier.keys.refresh()
             ring.rotate()  # Canvas signs with a key published after our fetch
             token = ring.sign(EVENT)
+            clock.advance(5)
             with pytest.raises(KeysUnavailable):  # 503: the sender comes back
                 await verifier.verify(token)
-            await asyncio.sleep(0.55)
+            clock.advance(5)
             assert (await verifier.verify(token)) == EVENT
             assert server.fetches == 2
 
