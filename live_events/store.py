@@ -342,7 +342,9 @@ def _upsert_statement(conn: Connection, table: Table) -> tuple[Any, Callable[[st
 
 def _on_conflict(conn: Connection, stmt: Any, keys: list[str], sets: dict[str, Any]) -> Any:
     if conn.dialect.name == "mysql":
-        return stmt.on_duplicate_key_update(sets)  # keeps the order of ``sets``
+        # A list of pairs, not a dict: SQLAlchemy then keeps this order of assignments
+        # (a dict would be put in table column order), which _upsert_newest relies on.
+        return stmt.on_duplicate_key_update(list(sets.items()))
     return stmt.on_conflict_do_update(index_elements=keys, set_=sets)
 
 

@@ -14,6 +14,7 @@ from courseinv.db.tables import (
     live_event,
     live_event_field_drift,
     live_event_rejected,
+    lti_resource_link,
 )
 from courseinv.live_events.parse import read_events
 from courseinv.live_events.store import store_batch
@@ -68,19 +69,38 @@ def _course_event(name: str, when: str, *, state: str | None, fmt: str = "canvas
         if state:
             ext["workflow_state"] = state
         action = "Created" if name == "course_created" else "Modified"
-        return json.dumps({
-            "sensor": "s", "sendTime": when, "dataVersion": "v",
-            "data": [{"id": f"urn:uuid:{name}-{when}", "type": "Event", "action": action,
-                      "eventTime": when, "actor": {"id": "urn:instructure:canvas:user:1"},
-                      "object": {"id": "urn:instructure:canvas:course:21070000000000056",
-                                 "type": "CourseOffering", "name": f"Course at {when}",
-                                 "extensions": {"com.instructure.canvas": ext}}}],
-        })  # fmt: skip
-    return json.dumps({
-        "metadata": {"event_name": name, "event_time": when},
-        "body": {"course_id": "21070000000000056", "name": f"Course at {when}",
-                 "workflow_state": state},
-    })  # fmt: skip
+        return json.dumps(
+            {
+                "sensor": "s",
+                "sendTime": when,
+                "dataVersion": "v",
+                "data": [
+                    {
+                        "id": f"urn:uuid:{name}-{when}",
+                        "type": "Event",
+                        "action": action,
+                        "eventTime": when,
+                        "actor": {"id": "urn:instructure:canvas:user:1"},
+                        "object": {
+                            "id": "urn:instructure:canvas:course:21070000000000056",
+                            "type": "CourseOffering",
+                            "name": f"Course at {when}",
+                            "extensions": {"com.instructure.canvas": ext},
+                        },
+                    }
+                ],
+            }
+        )
+    return json.dumps(
+        {
+            "metadata": {"event_name": name, "event_time": when},
+            "body": {
+                "course_id": "21070000000000056",
+                "name": f"Course at {when}",
+                "workflow_state": state,
+            },
+        }
+    )
 
 
 EVENTS = [
@@ -114,12 +134,19 @@ def _store_in_order(engine, order) -> None:
 
 
 def test_counts_and_drift_never_double(any_engine) -> None:
-    view = json.dumps({
-        "metadata": {"event_name": "asset_accessed", "event_time": "2026-03-01T09:59:59.999Z",
-                     "context_type": "Course", "context_id": "21070000000000077",
-                     "user_id": "21070000000000005", "brand_new": 1},
-        "body": {"asset_type": "course"},
-    })  # fmt: skip
+    view = json.dumps(
+        {
+            "metadata": {
+                "event_name": "asset_accessed",
+                "event_time": "2026-03-01T09:59:59.999Z",
+                "context_type": "Course",
+                "context_id": "21070000000000077",
+                "user_id": "21070000000000005",
+                "brand_new": 1,
+            },
+            "body": {"asset_type": "course"},
+        }
+    )
     other = view.replace("09:59:59.999Z", "09:10:00.000Z")
     batch = read_events(view, source="test") * 3 + read_events(other, source="test")
     first = store_batch(any_engine, batch)
@@ -137,3 +164,43 @@ def test_a_repeated_bad_message_is_one_reject_row(any_engine) -> None:
     store_batch(any_engine, read_events("nope", source="sqs") * 2)
     store_batch(any_engine, read_events("nope", source="sqs"))
     assert count(any_engine, live_event_rejected) == 1
+
+
+def _link(when: str, state: str, url: str) -> str:
+    return json.dumps(
+        {
+            "metadata": {"event_name": "lti_resource_link_updated", "event_time": when},
+            "body": {
+                "lookup_uuid": "4f1c",
+                "context_type": "Course",
+                "context_id": "9",
+                "context_external_tool_id": "3",
+                "url": url,
+                "workflow_state": state,
+            },
+        }
+    )
+
+
+def test_every_field_of_the_newest_event_wins_on_every_database(any_engine) -> None:
+    # MySQL applies ON DUPLICATE KEY UPDATE assignments in order: each column must be
+    # assigned before the (time, key) it is compared with.
+    newest = _link("2026-05-02T00:00:00Z", "deleted", "https://b.example/")
+    older = _link("2026-05-01T00:00:00Z", "active", "https://a.example/")
+    for order in ([older, newest], [newest, older]):
+        for item in order:
+            store_batch(any_engine, read_events(item, source="test"))
+        link = projections(any_engine)["links"]["4f1c"]
+        assert (link["workflow_state"], link["url"]) == ("deleted", "https://b.example/")
+        with any_engine.begin() as conn:
+            conn.execute(live_event.delete())
+            conn.execute(lti_resource_link.delete())
+    # A newer event with a smaller key than the stored one still takes the row and its key.
+    store_batch(any_engine, read_events(EVENTS[3], source="test"))  # urn:uuid:..., Jan 2
+    store_batch(any_engine, read_events(EVENTS[1], source="test"))  # canvas:..., Jan 2 (tie)
+    late = _course_event("course_updated", "2026-01-05T00:00:00.000Z", state="deleted")
+    store_batch(any_engine, read_events(late, source="test"))
+    with any_engine.connect() as conn:
+        row = conn.execute(select(live_course_state)).one()
+    assert (row.workflow_state, row.event_time) == ("deleted", datetime(2026, 1, 5))
+    assert row.event_key.startswith("canvas:") and row.workflow_state_key == row.event_key
