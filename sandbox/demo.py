@@ -93,7 +93,7 @@ def _live_events_queue(inst: Institution, seed: int) -> Iterator[dict[str, Any]]
     LIVE_EVENTS config section. Kept short: the local server slows with queue length."""
     with sqs_server() as sqs:
         queue_url = sqs.create_queue("canvas-live-events")
-        spec = StreamSpec(events=300, seed=seed, malformed_rate=0.03, unknown_type_rate=0.03,
+        spec = StreamSpec(events=200, seed=seed, malformed_rate=0.03, unknown_type_rate=0.03,
                           new_field_rate=0.05, long_value_rate=0.02)  # fmt: skip
         send_all(sqs.client(), queue_url, generate_stream(inst, spec).messages)
         yield sqs.config(queue_url)
