@@ -15,9 +15,12 @@ dependencies load when the command runs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import socket
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +46,9 @@ def add_events_parser(sub: Any) -> None:
     serve.add_argument("--max-batch", type=_positive, default=500,
                        help="most events in one transaction (default 500)")
     serve.add_argument("--writers", type=_positive, default=1,
-                       help="transactions in flight at once (default 1)")
+                       help="transactions in flight at once, per process (default 1)")
+    serve.add_argument("--processes", type=_positive, default=1,
+                       help="server processes sharing the port (default 1; one per core)")
     serve.set_defaults(func=cmd_events_serve)
 
 
@@ -78,13 +83,20 @@ def cmd_events_serve(args: argparse.Namespace) -> int:
     options = _options(section, args)
     jwks_url = section.get("JWKS_URL") or CANVAS_JWKS_URL
     engine = prepare_database(config)
-    try:
-        receiver = make_receiver(engine, jwks_url, options)
-        logging.getLogger(__name__).info(
-            "Receiving Live Events on %s:%d (REQUIRE_SIGNED %s, JWKS %s, body limit %d bytes)",
-            host, port, options.require_signed, jwks_url, options.max_body_bytes,
+    logging.getLogger(__name__).info(
+        "Receiving Live Events on %s:%d (REQUIRE_SIGNED %s, JWKS %s, body limit %d bytes, "
+        "%d process(es))", host, port, options.require_signed, jwks_url,
+        options.max_body_bytes, args.processes,
+    )
+    if args.processes > 1:
+        engine.dispose()  # each worker process opens its own
+        os.environ[WORKER_ENV] = json.dumps(
+            {"config": str(config.path), "jwks_url": jwks_url, "options": asdict(options)}
         )
-        serve(receiver, host, port)
+        serve_processes(host, port, args.processes)
+        return 0
+    try:
+        serve(make_receiver(engine, jwks_url, options), host, port)
     finally:
         engine.dispose()
     return 0
@@ -135,6 +147,42 @@ def make_receiver(
         verifier=verifier,
         options=options,
     )
+
+
+WORKER_ENV = "COURSE_INVENTORY_EVENTS_WORKER"
+
+
+def worker_app() -> Any:
+    """The ASGI app of one worker process of ``--processes N`` (a uvicorn app factory).
+
+    Reads what the parent put in ``WORKER_ENV``: the config file (loaded and validated
+    again here), the JWKS URL and the options. The parent has already migrated.
+    """
+    from courseinv.config import load_config
+    from courseinv.db.engine import output_engine
+    from courseinv.live_events.receiver import ReceiverOptions, build_app
+    from courseinv.runner.jobs import job_names
+    from courseinv.runner.logs import setup_logging
+
+    spec = json.loads(os.environ[WORKER_ENV])
+    config = load_config(spec["config"], job_names=job_names())
+    setup_logging(config["LOG_LEVEL"], config.secrets)
+    engine = output_engine(config, config.data_dir())
+    options = ReceiverOptions(**spec["options"])
+    return build_app(make_receiver(engine, spec["jwks_url"], options))
+
+
+def serve_processes(host: str, port: int, processes: int) -> None:
+    """Serve with ``processes`` uvicorn workers on one socket until SIGTERM/SIGINT."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        f"{__name__}:worker_app", factory=True, host=host, port=port, workers=processes,
+        access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def serve(receiver: Receiver, host: str, port: int, *, sock: socket.socket | None = None) -> None:

@@ -456,7 +456,8 @@ def test_unsigned_deliveries_when_require_signed_is_false(tmp_path: Path, ring: 
     engine.dispose()
 
 
-def test_events_serve_command_serves_until_sigterm_without_the_sandbox(tmp_path: Path, ring: KeyRing) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_events_serve_command_serves_until_sigterm_without_the_sandbox(processes: int, tmp_path: Path, ring: KeyRing) -> None:
     with JwksServer(ring) as jwks:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -472,7 +473,8 @@ def test_events_serve_command_serves_until_sigterm_without_the_sandbox(tmp_path:
         # The production command, with the sandbox and its extra made unimportable.
         blocked = ",".join((*SANDBOX_EXTRA, "courseinv.sandbox"))
         proc = subprocess.Popen(
-            [sys.executable, "-c", BLOCKING_CLI, blocked, "--config", str(config), "events", "serve"],
+            [sys.executable, "-c", BLOCKING_CLI, blocked, "--config", str(config), "events", "serve",
+             "--processes", str(processes)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
         )
         try:
@@ -486,8 +488,11 @@ def test_events_serve_command_serves_until_sigterm_without_the_sandbox(tmp_path:
                     pass
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.2)
-            token = ring.sign(course_event("course_created", 41, "CLI Course", "available", 0))
-            assert requests.post(url + "/", data=token, timeout=10).status_code == 200
+            tokens = [ring.sign(course_event("course_created", 41 + i, "CLI Course", "available", 0))
+                      for i in range(6)]
+            token = tokens[0]
+            # Fresh connections, so that with two processes both get some.
+            assert [requests.post(url + "/", data=t, timeout=30).status_code for t in tokens] == [200] * 6
             assert requests.post(url + "/", data=token[:-3], timeout=10).status_code == 401
         finally:
             proc.terminate()
@@ -495,7 +500,7 @@ def test_events_serve_command_serves_until_sigterm_without_the_sandbox(tmp_path:
     assert proc.returncode == 0, output
     assert token not in output and token.split(".")[1] not in output
     engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'course_inventory.sqlite3'}")
-    assert count(engine, "live_event") == 1
+    assert count(engine, "live_event") == 6
     engine.dispose()
 
 
