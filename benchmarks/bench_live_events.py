@@ -17,8 +17,13 @@ consumer runs in its own process (so its peak RSS is its own), from an empty dat
 * project   the LIVE_EVENTS job's ``drain``: schema checks, event keys, four projections,
             drift and rejects, one transaction per batch, delete after commit.
 
-Reported side by side: messages, seconds, messages/s, ratio to baseline and to ceiling,
-peak RSS of the consumer, and (project) whether the tables equal the ground truth.
+* baseline-db, project-db   the database side alone: the same messages read from memory
+            (no queue), to show what one process does when the queue is not the limit.
+            Their peak RSS includes the message list handed to the process.
+
+Reported side by side: messages, seconds, messages/s, ratio to baseline (the matching
+one: SQS or memory) and to the ceiling, peak RSS of the consumer, and whether the
+project's tables equal the ground truth.
 """
 
 from __future__ import annotations
@@ -183,7 +188,52 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
     return {"messages": done, "rows": stored}
 
 
-CONSUMERS = {"ceiling": consume_ceiling, "baseline": consume_baseline, "project": consume_project}
+def consume_baseline_db(messages: list[str], db_url: str) -> dict[str, Any]:
+    """The baseline's database side alone: the same messages from memory, no queue."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    conn = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        database=url.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    cursor = conn.cursor()
+    inserted = sum(_insert_one(cursor, json.loads(body), body) for body in messages)
+    conn.close()
+    return {"messages": len(messages), "rows": inserted}
+
+
+def consume_project_db(messages: list[str], db_url: str) -> dict[str, Any]:
+    """The project's read + store alone (batches of 200), the same messages from memory."""
+    from courseinv.db.engine import make_engine
+    from courseinv.live_events.parse import read_events
+    from courseinv.live_events.store import store_batch
+
+    engine = make_engine(db_url)
+    stored = 0
+    for start in range(0, len(messages), 200):
+        chunk = messages[start : start + 200]
+        stored += store_batch(
+            engine, [i for m in chunk for i in read_events(m, source="sqs")]
+        ).inserted
+    engine.dispose()
+    return {"messages": len(messages), "rows": stored}
+
+
+CONSUMERS = {
+    "ceiling": consume_ceiling,
+    "baseline": consume_baseline,
+    "project": consume_project,
+    "baseline-db": consume_baseline_db,
+    "project-db": consume_project_db,
+}
+MEMORY_MODES = ("baseline-db", "project-db")
 
 
 def _consumer_main(mode: str, args: tuple, out: Any) -> None:
@@ -225,6 +275,8 @@ def drop_database(server_url: str, url: str) -> None:
 
 
 def run_mode(mode: str, sqs: SqsServer, messages: list[str], depth: int, db_server: str):
+    if mode in MEMORY_MODES:
+        return run_memory_mode(mode, messages, db_server)
     queue_url = sqs.create_queue(f"bench-{mode}-{uuid.uuid4().hex[:6]}", visibility_timeout=120)
     db_url = fresh_database(db_server) if mode != "ceiling" else ""
     ctx = mp.get_context("spawn")
@@ -241,13 +293,24 @@ def run_mode(mode: str, sqs: SqsServer, messages: list[str], depth: int, db_serv
     return result, db_url
 
 
+def run_memory_mode(mode: str, messages: list[str], db_server: str):
+    db_url = fresh_database(db_server)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    consumer = ctx.Process(target=_consumer_main, args=(mode, (messages, db_url), out))
+    consumer.start()
+    result = out.get()
+    consumer.join()
+    return result, db_url
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--depth", type=int, default=200, help="messages kept queued (top-up)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--db", default="mysql+pymysql://root@127.0.0.1:3306/")
-    p.add_argument("--modes", default="ceiling,baseline,project")
+    p.add_argument("--modes", default="ceiling,baseline,project,baseline-db,project-db")
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -260,7 +323,7 @@ def main() -> int:
     with sqs_server() as sqs:
         for mode in args.modes.split(","):
             result, db_url = run_mode(mode, sqs, stream.messages, args.depth, args.db)
-            if mode == "project":
+            if mode in ("project", "project-db"):
                 result["truth"] = _check_truth(db_url, stream.truth)
             if db_url:
                 drop_database(args.db, db_url)
@@ -294,14 +357,20 @@ def _table(results: dict[str, dict[str, Any]]) -> None:
     print("\n| mode | messages | seconds | messages/s | vs baseline | vs ceiling | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for mode, r in results.items():
-        vs_base = f"{rate[mode] / rate['baseline']:.2f}x" if "baseline" in rate else "-"
-        vs_ceil = f"{100 * rate[mode] / rate['ceiling']:.0f} %" if "ceiling" in rate else "-"
+        base = "baseline-db" if mode in MEMORY_MODES else "baseline"
+        vs_base = f"{rate[mode] / rate[base]:.2f}x" if base in rate and mode != "ceiling" else "-"
+        vs_ceil = (
+            f"{100 * rate[mode] / rate['ceiling']:.0f} %"
+            if "ceiling" in rate and mode not in MEMORY_MODES
+            else "-"
+        )
         print(
             f"| {mode} | {r['messages']:,} | {r['seconds']:.1f} | {rate[mode]:.1f} | {vs_base} "
             f"| {vs_ceil} | {r['peak_rss_mb']:.0f} |"
         )
-    if "truth" in results.get("project", {}):
-        print(f"\nproject tables vs ground truth: {results['project']['truth']}")
+    for mode in ("project", "project-db"):
+        if "truth" in results.get(mode, {}):
+            print(f"{mode} tables vs ground truth: {results[mode]['truth']}")
 
 
 if __name__ == "__main__":
