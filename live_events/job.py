@@ -20,17 +20,19 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from courseinv.db.tables import live_event
 from courseinv.http_client.progress import Progress
 from courseinv.live_events.parse import read_events
-from courseinv.live_events.sqs import Message, Queue, QueueUnavailable
+from courseinv.live_events.sqs import SQS_BATCH, Message, Queue, QueueUnavailable
 from courseinv.live_events.store import BatchResult, store_batch
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 from sqlalchemy import Engine, func, select
 
 DEFAULT_BATCH_MESSAGES = 500
+RECEIVERS = 3  # receive calls in flight at once while a batch is gathered
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +114,27 @@ def drain(
 ) -> DrainTotals:
     """Receive, store and delete batches until the queue is empty or ``max_messages``.
 
-    Pipelined: while one batch is being stored, the next is received and the previous
-    one (already committed) is deleted, on two helper threads (boto3 clients are
-    thread-safe). A batch is deleted only after its own commit.
+    Pipelined: while one batch is being stored, the next is received (``RECEIVERS``
+    receive calls in flight) and the previous one (already committed) is deleted, on
+    helper threads (boto3 clients are thread-safe). A batch is deleted only after its
+    own commit.
     """
     totals = DrainTotals()
     with (
         ThreadPoolExecutor(2, thread_name_prefix="sqs") as pool,
+        ThreadPoolExecutor(RECEIVERS, thread_name_prefix="sqs-receive") as receivers,
         Progress("LIVE_EVENTS messages", None, logger=logger) as progress,
     ):
-        ahead: Future | None = pool.submit(_collect, queue, min(batch_messages, max_messages))
+        first = min(batch_messages, max_messages)
+        ahead: Future | None = pool.submit(_collect, queue, first, receivers)
         deleting: Future | None = None
         taken = 0
         while ahead is not None:
             batch, drained = ahead.result()
             taken += len(batch)
             room = min(batch_messages, max_messages - taken)
-            ahead = pool.submit(_collect, queue, room) if not drained and room > 0 else None
+            more = not drained and room > 0
+            ahead = pool.submit(_collect, queue, room, receivers) if more else None
             if not batch:
                 continue
             try:
@@ -164,14 +170,18 @@ def _release_ahead(queue: Queue, ahead: Future | None) -> None:
         log.warning("LIVE_EVENTS: could not release the next batch: %s", error)
 
 
-def _collect(queue: Queue, room: int) -> tuple[list[Message], bool]:
-    """Up to ``room`` messages; ``drained`` when a long poll found nothing."""
+def _collect(queue: Queue, room: int, receivers: ThreadPoolExecutor) -> tuple[list[Message], bool]:
+    """Up to ``room`` messages, from up to ``RECEIVERS`` receive calls at a time (SQS
+    answers each with at most 10); ``drained`` when a long poll found nothing."""
     batch: list[Message] = []
     while len(batch) < room:
-        got = queue.receive(room - len(batch), wait=not batch)
-        if not got:
+        wanted = room - len(batch)
+        limits = [min(SQS_BATCH, wanted - i) for i in range(0, wanted, SQS_BATCH)][:RECEIVERS]
+        replies = list(receivers.map(partial(queue.receive, wait=not batch), limits))
+        for got in replies:
+            batch.extend(got)
+        if not all(replies):  # the queue ran short: store what we have
             return batch, not batch
-        batch.extend(got)
     return batch, False
 
 
