@@ -9,7 +9,7 @@ by unmodified boto3) once per mode. A producer process keeps the queue at about 
 messages, topping it up while it drains (local servers slow with queue length). Each
 consumer runs in its own process (so its peak RSS is its own), from an empty database:
 
-* ceiling   the local server's own ceiling: receive 10 + delete 10 on three threads at
+* ceiling   the local server's own ceiling: receive 10 + delete 10 on six threads at
             once, no database.
 * baseline  what LEDbelly does: per message, parse the JSON and INSERT the event in its
             own statement (autocommit), then delete the batch. No schema check, no
@@ -45,7 +45,7 @@ from courseinv.sandbox.institution import Institution, InstitutionSpec  # noqa: 
 from courseinv.sandbox.live_events import StreamSpec, generate_stream  # noqa: E402
 from courseinv.sandbox.sqs import SqsServer, queue_depth, send_all, sqs_server  # noqa: E402
 
-CEILING_THREADS = 3
+CEILING_THREADS = 6
 SPEC = dict(duplicate_rate=0.05, out_of_order_rate=0.1, unprojected_rate=0.05)
 
 
