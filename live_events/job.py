@@ -72,6 +72,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
     section = _section(ctx.config)
     attempts = int(ctx.config.get("MAX_REQ_ATTEMPTS", 3))
     queue = Queue(section, max_attempts=attempts)
+    ctx.phase("drain SQS into the database")
     try:
         totals = drain(
             queue,
@@ -91,6 +92,7 @@ def run(ctx: JobContext) -> list[DataSourceStatus]:
         totals.messages, totals.batches, totals.stored, totals.duplicates, totals.rejected,
         totals.unhandled, totals.drift, totals.truncated,
     )  # fmt: skip
+    ctx.phase("freshness")
     newest = newest_event_time(ctx.engine)
     if newest is None:
         return []
