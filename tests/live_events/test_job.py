@@ -126,7 +126,7 @@ def test_three_concurrent_consumers_end_with_the_ground_truth(
     def consume() -> None:
         engine, queue = make_engine(database_url), Queue(sqs.config(queue_url))
         try:
-            totals.append(drain(queue, engine, max_messages=10_000, batch_messages=20))
+            totals.append(drain(queue, engine, max_messages=10_000, batch_messages=10))
         except BaseException as error:  # reported by the main thread
             errors.append(error)
         finally:
@@ -140,7 +140,8 @@ def test_three_concurrent_consumers_end_with_the_ground_truth(
         t.join(240)
     assert not errors, errors
     assert sum(t.messages for t in totals) >= len(stream.messages)
-    assert all(t.messages > 0 for t in totals), "each consumer took a share"
+    # They really competed: at least two stored batches (a third may find the queue empty).
+    assert sum(t.messages > 0 for t in totals) >= 2
     engine = make_engine(database_url)
     try:
         assert_matches_truth(engine, stream.truth)
