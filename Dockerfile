@@ -32,4 +32,7 @@ RUN useradd --uid 1001 --gid 0 --home-dir /tmp --no-create-home course_inventory
     && chmod 2775 /app/data
 USER 1001
 
+# `course-inventory events serve` (the Live Events receiver) listens here.
+EXPOSE 8080
+
 CMD ["course-inventory", "run"]

@@ -202,6 +202,109 @@ lti_zoom_meeting = Table(
     Column("status", String(20), nullable=False),
 )
 
+# --- LIVE_EVENTS (Canvas Live Events; migration 0003.live_events) -------------------------
+# The JSON text of an event can exceed 64 KB (TEXT on MySQL): LONGTEXT there.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+EventKey = String(100)
+Url = String(2048)
+
+live_event = Table(
+    "live_event",
+    metadata,
+    _id(),
+    # Caliper: the event's own ``id``; Canvas raw: "canvas:" + SHA-256 of its canonical JSON.
+    Column("event_key", EventKey, nullable=False, unique=True),
+    Column("event_name", Name, nullable=False),
+    # canvas | caliper
+    Column("event_format", String(10), nullable=False),
+    Column("event_time", DateTimeMicro, nullable=False),
+    Column("received_at", DateTimeMicro, nullable=False),
+    Column("course_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("payload", LongText, nullable=False),
+    # Which store_batch call inserted the row (a UUID): tells inserted rows from duplicates.
+    Column("batch_id", String(36), nullable=False),
+    # sqs | https | ...: how the event arrived.
+    Column("source", String(20), nullable=False),
+    Index("ix_live_event_event_time", "event_time"),
+)
+
+live_event_rejected = Table(
+    "live_event_rejected",
+    metadata,
+    _id(),
+    Column("received_at", DateTimeMicro, nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("payload", LongText, nullable=False),
+    # SHA-256 of source, reason and payload: a redelivered bad message is kept once.
+    Column("reject_key", String(64), nullable=False, unique=True),
+)
+
+live_event_field_drift = Table(
+    "live_event_field_drift",
+    metadata,
+    Column("event_name", Name, primary_key=True, autoincrement=False),
+    Column("event_format", String(10), primary_key=True, autoincrement=False),
+    Column("field_path", String(255), primary_key=True, autoincrement=False),
+    Column("first_seen_at", DateTimeMicro, nullable=False),
+    Column("last_seen_at", DateTimeMicro, nullable=False),
+    Column("occurrences", BigInteger, nullable=False),
+)
+
+# State tables: the event with the greatest (event_time, event_key) wins, whatever the
+# arrival order. A field some event types do not carry (a course's workflow_state in
+# Caliper course_created, in course_completed) keeps its own (time, key) so that it too
+# ends the same whatever the order.
+live_course_state = Table(
+    "live_course_state",
+    metadata,
+    Column("course_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Name),
+    Column("workflow_state", Code),
+    Column("event_time", DateTimeMicro, nullable=False),
+    Column("event_key", EventKey, nullable=False),
+    Column("workflow_state_time", DateTimeMicro),
+    Column("workflow_state_key", EventKey),
+)
+
+live_enrollment_state = Table(
+    "live_enrollment_state",
+    metadata,
+    Column("enrollment_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("course_id", BigInteger),
+    Column("course_section_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("type", Code),
+    Column("workflow_state", Code),
+    Column("event_time", DateTimeMicro, nullable=False),
+    Column("event_key", EventKey, nullable=False),
+)
+
+live_course_activity_hourly = Table(
+    "live_course_activity_hourly",
+    metadata,
+    Column("course_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("hour_utc", DateTime, primary_key=True, autoincrement=False),
+    # 0 when the event has no user (e.g. an anonymous page view): part of the key.
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("page_views", BigInteger, nullable=False),
+    Column("participations", BigInteger, nullable=False),
+)
+
+lti_resource_link = Table(
+    "lti_resource_link",
+    metadata,
+    Column("lookup_uuid", String(64), primary_key=True, autoincrement=False),
+    Column("course_id", BigInteger),
+    Column("context_external_tool_id", BigInteger),
+    Column("url", Url),
+    Column("title", Name),
+    Column("event_time", DateTimeMicro, nullable=False),
+    Column("event_key", EventKey, nullable=False),
+    Column("workflow_state", Code),
+)
+
 APP_TABLES: tuple[Table, ...] = tuple(metadata.sorted_tables)
 
 # MySQL/MariaDB: InnoDB, utf8mb4 with binary collation (exact ids and names round-trip).

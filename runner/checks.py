@@ -286,6 +286,19 @@ def check_zoom(config: Config) -> tuple[str, str]:
     return _host_of(zoom["OAUTH_URL"]), "Server-to-Server OAuth issued a token"
 
 
+def check_live_events_queue(config: Config) -> tuple[str, str]:
+    from courseinv.live_events.sqs import Queue
+
+    section = config["LIVE_EVENTS"]
+    queue = Queue(section, max_attempts=1)
+    try:
+        visible, in_flight = queue.depth()
+    finally:
+        queue.close()
+    host = _host_of(section.get("SQS_ENDPOINT_URL") or section["SQS_QUEUE_URL"])
+    return host, f"queue reachable: {visible} messages waiting, {in_flight} in flight"
+
+
 # -- running them -------------------------------------------------------------------------
 
 Probe = Callable[[Config], tuple[str, str]]
@@ -313,6 +326,10 @@ def planned_checks(config: Config) -> list[tuple[str, str, Probe]]:
         checks.append(("Kaltura session", kaltura, check_kaltura))
     if config.get("ZOOM") is not None:
         checks.append(("Zoom token", _host_of(config["ZOOM"]["OAUTH_URL"]), check_zoom))
+    live = config.get("LIVE_EVENTS") or {}
+    if live.get("SQS_QUEUE_URL"):
+        host = _host_of(live.get("SQS_ENDPOINT_URL") or live["SQS_QUEUE_URL"])
+        checks.append(("Live Events queue (LIVE_EVENTS)", host, check_live_events_queue))
     return checks
 
 

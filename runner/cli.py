@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from courseinv.config import Config, ConfigError, load_config
+from courseinv.live_events.receiver_cli import add_events_parser
 from courseinv.runner.jobs import job_names
 from courseinv.runner.logs import LOG_FORMATS, redactor, setup_logging
 
@@ -370,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if add_arguments is not None:
             add_arguments(p)
+    add_events_parser(sub)  # events serve: the HTTPS Live Events receiver
     for name, help_text in PASSTHROUGH_HELP.items():
         sub.add_parser(name, help=help_text)
     return parser

@@ -25,6 +25,7 @@ class DataSourceName(StrEnum):
     KALTURA_API = "KALTURA_API"
     CANVAS_LTI = "CANVAS_LTI"
     ZOOM_API = "ZOOM_API"
+    CANVAS_LIVE_EVENTS = "CANVAS_LIVE_EVENTS"
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ JOBS: dict[str, str] = {
     "COURSE_INVENTORY": "courseinv.course_inventory.job:run",
     "MIVIDEO": "courseinv.mivideo.job:run",
     "ONLINE_MEETINGS": "courseinv.online_meetings.job:run",
+    "LIVE_EVENTS": "courseinv.live_events.job:run",
 }
 
 

@@ -23,12 +23,14 @@ from typing import Any
 from courseinv.sandbox.canvas import CanvasServer
 from courseinv.sandbox.httpserver import Latency, SandboxServer
 from courseinv.sandbox.institution import Institution, InstitutionSpec
+from courseinv.sandbox.live_events import StreamSpec, generate_stream
 from courseinv.sandbox.lti import start_zoom_sandbox
 from courseinv.sandbox.mivideo import start_mivideo_sandbox
+from courseinv.sandbox.sqs import send_all, sqs_server
 from courseinv.sandbox.udw import seed_udw
 from sqlalchemy import Engine, func, select
 
-JOBS = ["COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS"]
+JOBS = ["COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS", "LIVE_EVENTS"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +58,7 @@ def running_sandbox(args: argparse.Namespace, env_dir: Path) -> Iterator[dict[st
         )
         zoom, zoom_config, lti_tools = start_zoom_sandbox(inst, latency=latency)
         stack.callback(zoom.stop)
+        live_events = stack.enter_context(_live_events_queue(inst, args.seed))
         config = {
             "JOB_NAMES": JOBS,
             "LOG_LEVEL": "INFO",
@@ -72,6 +75,7 @@ def running_sandbox(args: argparse.Namespace, env_dir: Path) -> Iterator[dict[st
             "MIVIDEO": mivideo.config,
             "ZOOM": zoom_config,
             "LTI_TOOLS": lti_tools,
+            "LIVE_EVENTS": live_events,
         }
         servers: dict[str, SandboxServer] = {
             "Canvas": canvas,
@@ -80,6 +84,19 @@ def running_sandbox(args: argparse.Namespace, env_dir: Path) -> Iterator[dict[st
             "Zoom": zoom,
         }
         yield {"config": config, "servers": servers, "institution": inst}
+
+
+@contextmanager
+def _live_events_queue(inst: Institution, seed: int) -> Iterator[dict[str, Any]]:
+    """A local SQS server holding a Live Events stream of the institution (both formats,
+    with duplicates, out-of-order, malformed, unknown types and new fields); yields the
+    LIVE_EVENTS config section. Kept short: the local server slows with queue length."""
+    with sqs_server() as sqs:
+        queue_url = sqs.create_queue("canvas-live-events")
+        spec = StreamSpec(events=200, seed=seed, malformed_rate=0.03, unknown_type_rate=0.03,
+                          new_field_rate=0.05, long_value_rate=0.02)  # fmt: skip
+        send_all(sqs.client(), queue_url, generate_stream(inst, spec).messages)
+        yield sqs.config(queue_url)
 
 
 def _row_counts(engine: Engine) -> dict[str, int]:

@@ -75,6 +75,7 @@ ALL_CHECKS = [
     "BigQuery events table (dry run)",
     "Kaltura session",
     "Zoom token",
+    "Live Events queue (LIVE_EVENTS)",
 ]
 
 
@@ -93,6 +94,7 @@ def test_a_good_config_passes_every_check(sandbox: dict[str, Any], tmp_path: Pat
     assert "may create tables" in lines["output database (INVENTORY_DB)"][2]
     assert "dry run" in lines["BigQuery events table (dry run)"][2]
     assert sandbox["servers"]["BigQuery"].queries == []  # a dry run runs nothing
+    assert "queue reachable" in lines["Live Events queue (LIVE_EVENTS)"][2]
 
 
 def test_broken_canvas_token_udw_host_and_database_port(

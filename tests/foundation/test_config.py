@@ -183,7 +183,7 @@ MIVIDEO_BAD_DATE = (
             '"course_inventory", "payroll"',
             [
                 "JOB_NAMES[1]: unknown job 'payroll'; expected one of "
-                "COURSE_INVENTORY, MIVIDEO, ONLINE_MEETINGS"
+                "COURSE_INVENTORY, MIVIDEO, ONLINE_MEETINGS, LIVE_EVENTS"
             ],
         ),
         (

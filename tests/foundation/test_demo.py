@@ -11,11 +11,18 @@ def test_demo_runs_every_job_into_sqlite(tmp_path: Path) -> None:
     result = run_cli(["demo", "--courses", "40", "--latency-ms", "0", "--data-dir", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for job in ("COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS"):
+    for job in ("COURSE_INVENTORY", "MIVIDEO", "ONLINE_MEETINGS", "LIVE_EVENTS"):
         line = next(line for line in out.splitlines() if line.strip().startswith(job))
         assert " ok " in line and "rows" in line and "warning(s)" in line, line
     assert "FAILED" not in out
-    for table in ("enrollment", "mivideo_media_created", "lti_placement"):
+    for table in (
+        "enrollment",
+        "mivideo_media_created",
+        "lti_placement",
+        "live_event",
+        "live_course_activity_hourly",
+        "live_event_rejected",
+    ):
         line = next(line for line in out.splitlines() if line.strip().startswith(table + " "))
         assert int(line.split()[-1].replace(",", "")) > 0, line
     database = tmp_path / "course_inventory.sqlite3"

@@ -97,6 +97,7 @@ def test_report_of_a_real_run_in_chromium(tmp_path: Path, browser: Chromium) -> 
         "COURSE_INVENTORY",
         "MIVIDEO",
         "ONLINE_MEETINGS",
+        "LIVE_EVENTS",
     ]
     for job, details in runs:
         tables = json.loads(details)["tables"]
@@ -113,7 +114,8 @@ def test_report_of_a_real_run_in_chromium(tmp_path: Path, browser: Chromium) -> 
             )
     assert charts["chart-phases"]["inked"] > 2000, charts
     sources = section_texts(browser, "#freshness td.source")
-    assert set(sources) >= {"CANVAS_API", "KALTURA_API", "ZOOM_API", "CANVAS_LTI"}
+    assert set(sources) >= {"CANVAS_API", "KALTURA_API", "ZOOM_API", "CANVAS_LTI",
+                            "CANVAS_LIVE_EVENTS"}
 
 
 def insert_run(conn, run_id: str, job: str, status: str, started: datetime, details: dict,

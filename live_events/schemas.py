@@ -1,0 +1,83 @@
+"""The package's versioned JSON Schemas (``schemas/<format>/<name>.v<N>.json``).
+
+Each handled event type has one schema per format; ``canvas/envelope`` and
+``caliper/event`` check every other event. A schema lists the fields Canvas documents;
+a field it does not list is drift (kept in the payload, counted), unless the schema
+marks that object ``"additionalProperties": true`` explicitly (an open map).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema_rs
+
+_IDENT = re.compile(r"^[A-Za-z_@$][A-Za-z0-9_@$]*$")
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str  # e.g. "canvas/course_created.v1"
+    document: dict[str, Any]
+    validator: Any  # a compiled jsonschema_rs validator (microseconds per event)
+
+    def problems(self, value: Any) -> list[str]:
+        """Readable validation errors, at most three, with the failing field path."""
+        if self.validator.is_valid(value):
+            return []
+        errors = sorted(self.validator.iter_errors(value), key=lambda e: list(e.instance_path))
+        return [f"{field_path(e.instance_path) or '(top)'}: {e.message[:200]}" for e in errors[:3]]
+
+    def unknown_fields(self, value: Any) -> list[str]:
+        return sorted(set(_unknown(self.document, value, [])))
+
+
+@cache
+def schema(fmt: str, name: str) -> Schema | None:
+    """The latest version of the schema ``fmt/name``, or None when there is none."""
+    folder = resources.files(__package__).joinpath("schemas", fmt)
+    versions = sorted(
+        (int(m.group(1)), entry.name)
+        for entry in folder.iterdir()
+        if (m := re.fullmatch(re.escape(name) + r"\.v(\d+)\.json", entry.name))
+    )
+    if not versions:
+        return None
+    version, file_name = versions[-1]
+    document = json.loads(folder.joinpath(file_name).read_text(encoding="utf-8"))
+    validator = jsonschema_rs.validator_for(document)  # a broken schema file fails loudly
+    return Schema(f"{fmt}/{name}.v{version}", document, validator)
+
+
+def field_path(parts: Any) -> str:
+    """``["object", "extensions", "com.instructure.canvas", "x"]`` ->
+    ``object.extensions["com.instructure.canvas"].x`` (list indexes as ``[]``)."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int) or part == "[]":
+            out += "[]"
+        elif _IDENT.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _unknown(node: dict[str, Any], value: Any, path: list[Any]) -> Iterator[str]:
+    if isinstance(value, dict) and "properties" in node:
+        props = node["properties"]
+        open_map = node.get("additionalProperties") is True
+        for key, item in value.items():
+            if key in props:
+                yield from _unknown(props[key], item, [*path, key])
+            elif not open_map:
+                yield field_path([*path, key])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for item in value:
+            yield from _unknown(node["items"], item, [*path, "[]"])
