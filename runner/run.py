@@ -20,8 +20,8 @@ from typing import Any
 from courseinv.config import Config
 from courseinv.db import interrupts
 from courseinv.db.engine import describe, output_engine, wait_for_db
-from courseinv.db.locks import LockBusy, job_lock
 from courseinv.db.errors import is_db_error, short_db_reason
+from courseinv.db.locks import LockBusy, job_lock
 from courseinv.db.migrate import migrate
 from courseinv.db.publish import PublishPolicy
 from courseinv.db.tables import data_source_status, job_run
