@@ -26,7 +26,8 @@ Ids in paths accept SIS forms (``sis_course_id:X``, ``sis_account_id:X``,
 (``total_students``, ``term``, ``account_name``); every spec.duplicate_every_pages-th
 page repeats the previous page's last row, as real Canvas does when rows shift.
 
-Authentication: ``Authorization: Bearer <token>`` (or ``?access_token=``). Without one:
+Authentication: ``Authorization: Bearer <token>``, ``?access_token=``, or for GraphQL an
+``access_token`` field of the JSON or form body. Without one:
 401 ``{"status": "unauthenticated", ...}``; with a wrong one: 401 ``Invalid access token.``;
 both with a ``WWW-Authenticate`` header.
 
@@ -34,17 +35,26 @@ Pagination: ``per_page`` clamped to 1..``per_page_max`` (default 10); a ``Link``
 with absolute ``current``, ``next`` (only when there is more) and ``first`` URLs that
 repeat the query parameters and carry an opaque ``page=bookmark:...``; never ``last``.
 
-Throttling (Canvas's ``request_throttle`` model, knobs in ``ThrottleSpec``): one leaky
-bucket per access token. The bucket leaks ``leak_per_s`` units per second. Each request
-first adds an up-front reservation (``up_front``, held while the request is in flight,
-including its simulated latency) and is refused when the level, reservation included, is
-at or above the high-water mark ``capacity``. When it finishes the reservation is released
-and its cost (``cost``, or ``endpoint_costs[endpoint]``; GraphQL costs more) is added.
-Every response carries ``X-Rate-Limit-Remaining`` (capacity - level; the full capacity
-when the request has no valid token); answered requests carry ``X-Request-Cost``. A
-refused request gets ``403`` (or 429 with ``status=429``, as hosted Canvas now does),
-text body ``403 Forbidden (Rate Limit Exceeded)`` and ``X-Rate-Limit-Remaining: 0.0``.
-Parallelism is what gets a client throttled: 14 concurrent requests reserve 700 units.
+Throttling (Canvas's ``request_throttle`` model, knobs in ``ThrottleSpec``, defaults as
+current Canvas: high-water mark 600, maximum 800, up-front 50, leak 10/s): one leaky
+bucket per access token; the level leaks ``leak_per_s`` units per second and never
+exceeds ``maximum``. Each request first adds its up-front charge (``up_front``, held
+while it is in flight, simulated latency included) and is refused at once when the
+level reaches the high-water mark ``capacity``. When it finishes the charge is taken
+off and its cost (``cost``, or ``endpoint_costs[endpoint]``) added. Every response
+carries ``X-Rate-Limit-Remaining`` (capacity - level, negative when the level is past
+the mark; the full capacity when the request has no valid token); answered requests
+carry ``X-Request-Cost``. A refused request gets ``403`` (or 429 with ``status=429``,
+as hosted Canvas now does), text body ``403 Forbidden (Rate Limit Exceeded)`` and
+``X-Rate-Limit-Remaining`` = capacity - level (current Canvas) or ``0.0``
+(``refusal_remaining="zero"``, older releases). ``THROTTLE_PROFILES`` holds four
+configurations (defaults, small/fast, large/slow, shared with a ``Competitor`` that
+drains the bucket part of the time). Parallelism is what gets a client throttled: 12
+concurrent requests reserve 600 units.
+
+Leniency, as Canvas: a scalar ``include=x`` (or ``state=x`` ...) counts as ``include[]=x``;
+the token may come as ``access_token`` in the query string or a GraphQL body; a GraphQL
+``after: ""`` means no cursor.
 """
 
 from __future__ import annotations
@@ -357,7 +367,19 @@ class CanvasServer(SandboxServer):
     # -- auth and throttle ----------------------------------------------------------------
     @staticmethod
     def _token_of(request: Request) -> str | None:
-        return request.bearer_token() or request.arg("access_token") or None
+        """Bearer header, ``access_token`` in the query, or (GraphQL) in the body."""
+        token = request.bearer_token() or request.arg("access_token")
+        if token or request.method != "POST" or not request.body:
+            return token or None
+        try:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body = request.json()
+                token = body.get("access_token") if isinstance(body, dict) else None
+            else:
+                token = (request.form().get("access_token") or [None])[-1]
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return token if isinstance(token, str) and token else None
 
     def dispatch(self, request: Request) -> tuple[Response, str]:
         _lenient_query(request)
