@@ -14,7 +14,7 @@ That renew-on-401 loop lives only in ``session.py``.
   ``renew_margin`` seconds (at most a tenth of its life) before it expires, and once
   when the API answers 401. Thread-safe: one fetch serves every thread.
 - ``KalturaSession`` (in ``kaltura.py``): a Kaltura session key (KS) from
-  ``session.start``.
+  ``session.start``, sent in each call's body; INVALID_KS (HTTP 200) is its refusal.
 
 Tokens and secrets never reach a URL (they go in headers or bodies), a log line, an
 exception message or a repr.
@@ -56,6 +56,9 @@ class Authenticator(Protocol):
     def renew(self, used: object) -> bool:
         """Replace the credentials ``used`` (unless already replaced); False: cannot."""
         ...
+
+    # Optional: ``reason(response) -> str``, a safe account of why they were refused
+    # (Kaltura's INVALID_KS message, redacted); else the HTTP reason phrase is used.
 
 
 class AuthError(HttpError):

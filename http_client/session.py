@@ -316,9 +316,9 @@ class RetryingSession:
                     outcome = _Transient(describe_exception(exc))
                     return outcome
                 if auth is not None and auth.rejected(response):
-                    outcome = _Transient(
-                        response.reason or "credentials rejected", auth_rejected=True
-                    )
+                    describe = getattr(auth, "reason", None)
+                    reason = describe(response) if describe else response.reason or ""
+                    outcome = _Transient(reason or "credentials rejected", auth_rejected=True)
                     return outcome
                 outcome = self._judge(method, path, response, expect_json, allow_status)
                 return outcome
