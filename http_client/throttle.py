@@ -163,6 +163,7 @@ class AdaptiveLimiter:
         self._ceiling = 1.0 if learn else float(max_concurrency)
         self._slow_start = learn
         self._probed = False
+        self._refused_last = False
         # stalls
         self._lone_refusals: list[tuple[float, float | None]] = []
         self._failed: ThrottleStalled | None = None
@@ -251,6 +252,7 @@ class AdaptiveLimiter:
     def _answered(self, response: requests.Response, ticket: _Ticket, lone: bool) -> None:
         now = self._clock()
         self._lone_refusals.clear()
+        self._refused_last = False
         self._durations.append(now - ticket.sent)
         cost = _float(response.headers.get(self.cost_header)) or 0.0
         self.total_cost += cost
@@ -289,6 +291,7 @@ class AdaptiveLimiter:
     def _refused(self, response: requests.Response, lone: bool) -> None:
         now = self._clock()
         self.throttled += 1
+        self._refused_last = True
         n = len(self._in_flight)
         self._ceiling = max(1.0, min(self._ceiling, n + 1.0) / 2)
         self._slow_start = False
@@ -302,11 +305,9 @@ class AdaptiveLimiter:
         predicted = self._remaining(now)
         surprised = predicted != float("inf") and predicted >= self._need()
         if remaining > 0:
-            if lone:  # refused alone: its reservation did not fit in what was left
-                if self.learn:
-                    self._u_floor = max(self._u_floor, remaining)
-                    self._u = max(self._u, remaining)
-                self._room = remaining if self._room is None else max(self._room, remaining)
+            if lone and self.learn:  # refused alone: its reservation did not fit
+                self._u_floor = max(self._u_floor, remaining)
+                self._u = max(self._u, remaining)
             self._observe(now, remaining)
         else:  # older Canvas: 0.0 only says that this reservation did not fit
             self._observe(now, min(predicted, self._u) - self._margin())
@@ -358,6 +359,8 @@ class AdaptiveLimiter:
     def _start_batch(self, n: int, rem: float) -> bool:
         """Open a calibration batch when nothing is in flight and it fits."""
         if min(self._calibrations, self._attempts) <= 0 or n > 0 or not self._probed:
+            return False
+        if self._refused_last:  # first let an answer show that the bucket has room
             return False
         if self._rem is None:
             return False
@@ -463,8 +466,10 @@ class AdaptiveLimiter:
         need = self._need()
         if rem >= need:
             return 0.0
-        if n == 0:  # alone: wait for an empty bucket at most
-            need = min(need, self._cap())
+        if n == 0 and self._rem is not None:
+            # Alone: wait as long as the leak needs to make room for one request, even
+            # past what the bucket was thought to hold (it may be larger).
+            rem = self._rem + self._r * max(0.0, now - self._t_obs)
             if rem >= need:
                 return 0.0
         return max(0.005, (need - rem) / self._r)  # a release may come first

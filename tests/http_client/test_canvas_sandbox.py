@@ -184,7 +184,7 @@ def test_throttled_with_429_is_retried_not_lost(canvas: CanvasServer) -> None:
     canvas.latency = Latency(10)
     token = canvas.issue_token()
     CanvasClient(canvas.url, token).get(f"/api/v1/accounts/{canvas.account_id}")  # fills it
-    limiter = AdaptiveLimiter(6, leak_rate=50, throttle_pause=0.2)
+    limiter = AdaptiveLimiter(6, leak_rate=50)
     policy = RetryPolicy(max_attempts=1, throttle_backoff_base=0.01)
     c = CanvasClient(canvas.url, token, workers=6, policy=policy, limiter=limiter)
     course_ids = [k.id for k in canvas.institution.courses if k.workflow_state != "deleted"][:30]
