@@ -17,7 +17,7 @@ account: a lower reading is believed at once (another client, a wrong estimate),
 higher one moves it a fifth of the way (answers can be processed out of order). A
 reading may predate requests that had not reached the server yet: requests sent in the
 last fifth of a typical response time are taken off it. One more request is admitted
-while ``R - u >= margin`` (``margin`` = a tenth of ``u``, at least 1, plus twice the
+while ``R - u >= margin`` (``margin`` = half of ``u``, at least 1, plus twice the
 cost). So requests are sent while the bucket can take their reservation; as it fills,
 fewer are in flight, down to one at a time and then a pause of ``(u + margin - R) /
 r``; as it drains, more again (up to ``max_concurrency``).
@@ -27,7 +27,7 @@ How each parameter is learned (all from the responses themselves):
 - ``room`` (the high-water mark seen from an empty bucket): the largest ``R`` reported
   while nothing else of ours was in flight (the first request is sent alone).
 - ``u`` (up-front charge): calibration batches at the start. After the lone first
-  request, a batch of 2 (then of up to 4) requests is sent together and nothing more
+  request, a batch of 2 (then two of up to 4) requests is sent together and nothing more
   until all have answered: the first answer is measured while the other ``m - 1`` still
   hold their reservations, the last one while none does, so ``u ~ (R_last - R_first) /
   (m - 1)`` (plus the leak during the first answer's time in flight, which eats into
@@ -157,8 +157,8 @@ class AdaptiveLimiter:
         self._cum_cost = 0.0
         self._lone: tuple[float, float, float] | None = None  # (t, R, cum cost) alone
         self._durations: deque[float] = deque(maxlen=32)  # recent response times
-        self._calibrations = 2 if learn else 0  # calibration samples still wanted
-        self._attempts = 6  # calibration batches that may still be tried
+        self._calibrations = 3 if learn else 0  # calibration samples still wanted
+        self._attempts = 8  # calibration batches that may still be tried
         self._batch: _Batch | None = None
         self._ceiling = 1.0 if learn else float(max_concurrency)
         self._slow_start = learn
@@ -444,7 +444,7 @@ class AdaptiveLimiter:
     def _margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        return max(1.0, 0.1 * self._u) + 2 * self._cost
+        return max(1.0, 0.5 * self._u) + 2 * self._cost
 
     def _need(self) -> float:
         """Room needed to admit one more request."""

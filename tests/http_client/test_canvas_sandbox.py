@@ -150,7 +150,9 @@ def test_graphql_null_course_is_an_error(canvas: CanvasServer) -> None:
 
 
 def test_shipped_query_is_valid_for_canvas_schema() -> None:
-    schema = build_schema((Path(courseinv.sandbox.__file__).parent / "canvas-schema.graphql").read_text())
+    schema = build_schema(
+        (Path(courseinv.sandbox.__file__).parent / "canvas-schema.graphql").read_text()
+    )
     assert validate(schema, parse(ENROLLMENTS_QUERY)) == []
 
 

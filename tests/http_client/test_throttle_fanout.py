@@ -114,7 +114,7 @@ def test_limiter_learns_up_front_from_a_calibration_pair() -> None:
 def test_limiter_learns_leak_from_lone_answers() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(4, up_front_cost=5, clock=clock, leak_window=1.0)
-    limiter._calibrations = 0  # noqa: SLF001 (this test is about the leak only)
+    limiter._calibrations = 0
 
     def lone(remaining: float, cost: float) -> None:
         limiter.acquire()
