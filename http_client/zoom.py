@@ -97,6 +97,13 @@ class ZoomClient:
     def close(self) -> None:
         self.session.close()
 
+    def fetch_token(self) -> None:
+        """Obtain an access token now (``check-config``); ``ZoomError`` if refused."""
+        try:
+            self.session.auth.token()  # type: ignore[union-attr]
+        except AuthError as exc:
+            raise ZoomError(exc.args[0].split(": ", 1)[-1]) from None
+
     # -- meetings ----------------------------------------------------------------
     def meeting(self, meeting_id: int) -> MeetingInfo:
         """Host and status: live meetings, else past ones (``ended``), else ``deleted``."""
