@@ -20,7 +20,8 @@ last fifth of a typical response time are taken off it. One more request is admi
 while ``R - u >= margin`` (``margin`` = half of ``u``, at least 1, plus twice the
 cost). So requests are sent while the bucket can take their reservation; as it fills,
 fewer are in flight, down to one at a time and then a pause of ``(u + margin - R) /
-r``; as it drains, more again (up to ``max_concurrency``).
+r`` (at most ``MAX_PAUSE``: then one request measures the bucket again); as it
+drains, more again (up to ``max_concurrency``).
 
 How each parameter is learned (all from the responses themselves):
 
@@ -75,6 +76,7 @@ log = logging.getLogger(__name__)
 CANVAS_UP_FRONT = 50.0
 CANVAS_LEAK = 10.0
 CANVAS_HIGH_WATER = 600.0
+MAX_PAUSE = 5.0  # alone, never wait longer than this for the model: ask the bucket
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class AdaptiveLimiter:
         self._u_floor = 0.0
         self._u_samples: list[float] = []
         self._r = leak_rate
-        self._r_min = leak_rate / 100
+        self._r_min = leak_rate / 10
         self._r_samples: deque[float] = deque(maxlen=9)
         self._room: float | None = None
         self._rem: float | None = None  # the account of room left at _t_obs (None: unknown)
@@ -472,7 +474,13 @@ class AdaptiveLimiter:
             rem = self._rem + self._r * max(0.0, now - self._t_obs)
             if rem >= need:
                 return 0.0
-        return max(0.005, (need - rem) / self._r)  # a release may come first
+        # A release may come first; alone, re-measure with one request after MAX_PAUSE.
+        wait = (need - rem) / self._r
+        if n == 0 and self._rem is not None and now - self._t_obs + wait > MAX_PAUSE:
+            wait = max(0.0, self._t_obs + MAX_PAUSE - now)
+            if wait == 0.0:
+                return 0.0
+        return max(0.005, wait)
 
 
 def _float(value: str | None) -> float | None:
