@@ -6,7 +6,7 @@ The Kaltura fake serves ``--media`` entries, ``--tie`` of which share one create
 straddling match 10,000 (where Kaltura refuses to page deeper), at ``--latency-ms`` per
 request. Reported side by side, each run from an empty state:
 
-* project   ``mivideo.kaltura.KalturaClient.iter_media``: always page 1 of
+* project   ``http_client.kaltura.KalturaClient.iter_media``: always page 1 of
             ``createdAt >= lower`` with ``idNotIn`` = ids seen at second ``lower``.
 * naive     the original job's pager: pages 1, 2, ... of ``createdAt >= lower``; on
             QUERY_EXCEEDED_MAX_MATCHES_ALLOWED, ``lower`` = the last entry's createdAt,
@@ -30,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from courseinv.http_client.kaltura import PAGE_SIZE, KalturaClient  # noqa: E402
 from courseinv.http_client.session import RetryingSession  # noqa: E402
-from courseinv.mivideo.kaltura import PAGE_SIZE, KalturaClient  # noqa: E402
 from courseinv.sandbox.httpserver import Latency  # noqa: E402
 from courseinv.sandbox.kaltura import KalturaServer  # noqa: E402
 

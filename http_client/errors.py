@@ -13,6 +13,7 @@ Hierarchy::
     │   ├── Forbidden              403 that is not throttling
     │   └── NotFound               404 the caller did not allow
     ├── RetriesExhausted           transient failures outlasted the attempt budget
+    ├── ThrottleStalled            a rate limit that admits no request at all (throttle.py)
     ├── UnexpectedPayload          2xx whose JSON does not have the expected shape
     └── GraphQLError               a GraphQL response carrying ``errors`` (canvas.py)
 """
@@ -68,3 +69,21 @@ def permanent_error(method: str, path: str, status: int, reason: str = "") -> Pe
     """The most specific ``PermanentHttpError`` subclass for ``status``."""
     cls = {401: Unauthorized, 403: Forbidden, 404: NotFound}.get(status, PermanentHttpError)
     return cls(method, path, status, reason)
+
+
+class ThrottleStalled(HttpError):
+    """The API's rate limit admits no request at all (e.g. a bucket smaller than one
+    request's up-front charge): waiting longer would not help."""
+
+    def __init__(self, detail: str, method: str = "", path: str = "") -> None:
+        self.detail = detail
+        HttpError.__init__(self, method, path, detail)
+        if not method:
+            self.args = (detail,)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}: {self.detail}" if self.method else self.detail
+
+    def at(self, method: str, path: str) -> ThrottleStalled:
+        """The same error naming the request that met it."""
+        return ThrottleStalled(self.detail, method, path)

@@ -38,6 +38,13 @@ Hooks for API-specific behaviour:
   them. It may also raise its own exception, which propagates unchanged.
 - ``pacer``: an object with ``acquire()`` and ``release(response, throttled)`` called
   around every attempt (Canvas's adaptive throttle limiter in ``throttle.py``).
+- ``auth``: an authenticator (``auth.py``) that puts credentials on every attempt. When
+  a response says they were refused (401, or the authenticator's own rule), the
+  session renews them once and repeats the request (no attempt spent); a second
+  refusal, or an authenticator that cannot renew, raises ``Unauthorized``. Pass
+  ``authenticate=False`` for a call that must go without them (a token request).
+- ``stats``: an ``HttpStats`` (``stats.py``), shared or per session: attempts by
+  endpoint and status, retries, throttled responses, the rate-limit time series.
 
 Every method is retried (GraphQL queries, Kaltura and OAuth token calls are POSTs that
 are safe to repeat); do not send non-idempotent writes through it. One session may
@@ -56,11 +63,8 @@ import http.cookiejar
 import json
 import logging
 import random
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -68,10 +72,20 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from courseinv.http_client.errors import RetriesExhausted, permanent_error
+from courseinv.http_client.auth import Authenticator
+from courseinv.http_client.errors import (
+    RetriesExhausted,
+    ThrottleStalled,
+    Unauthorized,
+    permanent_error,
+)
+from courseinv.http_client.stats import HttpStats
+from courseinv.http_client.stats import collect_stats as collect_stats  # for the runner
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger(__name__)
+
+Stats = HttpStats  # the name the runner knows
 
 # requests exceptions that mean "the exchange did not complete": worth another attempt.
 TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
@@ -143,49 +157,6 @@ class Reply:
         return self.response.links
 
 
-STAT_NAMES = ("requests", "retries", "throttled", "gave_up")
-
-
-class Stats:
-    """Thread-safe counters: attempts sent (``requests``), ``retries`` after faults,
-    ``throttled`` responses, requests that ``gave_up``, plus any a client adds.
-
-    Every count is also added to the collectors opened with ``collect_stats()``: that is
-    how the runner learns what one job's HTTP clients did without the job reporting it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
-
-    def add(self, name: str, n: int = 1) -> None:
-        self._bump(name, n)
-        for collector in _collectors:
-            collector._bump(name, n)
-
-    def _bump(self, name: str, n: int) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-_collectors: list[Stats] = []  # open collect_stats() scopes (rarely more than one)
-
-
-@contextmanager
-def collect_stats() -> Iterator[Stats]:
-    """Count every HTTP statistic of every session while the block runs (one job's run)."""
-    collector = Stats()
-    _collectors.append(collector)
-    try:
-        yield collector
-    finally:
-        _collectors.remove(collector)
-
-
 @dataclass(frozen=True)
 class _Transient:
     """An attempt that should be repeated."""
@@ -193,6 +164,7 @@ class _Transient:
     reason: str
     throttled: bool = False
     retry_after: float | None = None
+    auth_rejected: bool = False
 
 
 class RetryingSession:
@@ -208,11 +180,14 @@ class RetryingSession:
         timeout: tuple[float, float] = (10.0, 60.0),
         classify: Classifier | None = None,
         pacer: Pacer | None = None,
+        auth: Authenticator | None = None,
+        stats: HttpStats | None = None,
     ) -> None:
         self.name = name
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
-        self.stats = Stats()
+        self.stats = stats if stats is not None else HttpStats()
+        self.auth = auth
         self._classify = classify
         self._pacer = pacer
         self._rng = random.Random()
@@ -251,26 +226,43 @@ class RetryingSession:
         expect_json: bool = True,
         allow_status: Collection[int] = (),
         timeout: tuple[float, float] | None = None,
+        authenticate: bool = True,
     ) -> Reply:
         """Send one request with retries; see the module docstring for the rules.
 
         ``allow_status``: statuses returned as a ``Reply`` instead of raised (``data`` is
         the parsed JSON body, or ``None`` when it is not JSON). ``expect_json=False``
         returns the body unparsed (``reply.response.content``) and ``data=None``.
+        ``authenticate=False`` sends without the session's authenticator.
         """
         method = method.upper()
         path = urlsplit(url).path or "/"
         send = dict(
             params=params, json=json, data=data, headers=headers, timeout=timeout or self.timeout
         )
+        auth = self.auth if authenticate else None
         failures = throttles = 0
+        renewed = False
         while True:
-            outcome = self._attempt(method, url, path, send, expect_json, allow_status)
+            used = None
+            attempt_send = dict(send)
+            if auth is not None:
+                used = auth.apply(attempt_send)
+            outcome = self._attempt(
+                method, url, path, attempt_send, expect_json, allow_status, auth
+            )
             if isinstance(outcome, Reply):
                 return outcome
+            if outcome.auth_rejected:
+                assert auth is not None
+                if renewed or not auth.renew(used):
+                    raise Unauthorized(method, path, 401, outcome.reason)
+                renewed = True
+                self.stats.add("auth_renewals", api=self.name)
+                continue
             if outcome.throttled:
                 throttles += 1
-                self.stats.add("throttled")
+                self.stats.add("throttled", api=self.name)
                 if throttles > self.policy.max_throttle_retries:
                     raise RetriesExhausted(method, path, failures + throttles, outcome.reason)
                 delay = self._throttle_delay(throttles, outcome.retry_after)
@@ -285,9 +277,9 @@ class RetryingSession:
             else:
                 failures += 1
                 if failures >= self.policy.max_attempts:
-                    self.stats.add("gave_up")
+                    self.stats.add("gave_up", api=self.name)
                     raise RetriesExhausted(method, path, failures + throttles, outcome.reason)
-                self.stats.add("retries")
+                self.stats.add("retries", api=self.name)
                 delay = self._backoff_delay(failures, outcome.retry_after)
                 log.warning(
                     "%s %s %s failed (%s); attempt %d/%d in %.1fs",
@@ -310,24 +302,50 @@ class RetryingSession:
         send: dict[str, Any],
         expect_json: bool,
         allow_status: Collection[int],
+        auth: Authenticator | None = None,
     ) -> Reply | _Transient:
-        if self._pacer is not None:
-            self._pacer.acquire()
-        response: requests.Response | None = None
-        outcome: Reply | _Transient | None = None
         try:
-            self.stats.add("requests")
-            try:
-                response = self._http.request(method, url, **send)
-            except TRANSIENT_EXCEPTIONS as exc:
-                outcome = _Transient(describe_exception(exc))
-                return outcome
-            outcome = self._judge(method, path, response, expect_json, allow_status)
-            return outcome
-        finally:
             if self._pacer is not None:
-                throttled = isinstance(outcome, _Transient) and outcome.throttled
-                self._pacer.release(response, throttled)
+                self._pacer.acquire()
+            response: requests.Response | None = None
+            outcome: Reply | _Transient | None = None
+            try:
+                try:
+                    response = self._http.request(method, url, **send)
+                except TRANSIENT_EXCEPTIONS as exc:
+                    outcome = _Transient(describe_exception(exc))
+                    return outcome
+                if auth is not None and auth.rejected(response):
+                    describe = getattr(auth, "reason", None)
+                    reason = describe(response) if describe else response.reason or ""
+                    outcome = _Transient(reason or "credentials rejected", auth_rejected=True)
+                    return outcome
+                outcome = self._judge(method, path, response, expect_json, allow_status)
+                return outcome
+            finally:
+                self.stats.record_request(
+                    self.name, method, path, None if response is None else response.status_code
+                )
+                if self._pacer is not None:
+                    throttled = isinstance(outcome, _Transient) and outcome.throttled
+                    self._pacer.release(response, throttled)
+                    self._record_bucket(response)
+        except ThrottleStalled as exc:
+            raise exc.at(method, path) from None
+
+    def _record_bucket(self, response: requests.Response | None) -> None:
+        """Rate-limit reading for the stats' time series (metered APIs only)."""
+        header = getattr(self._pacer, "remaining_header", None)
+        value = response.headers.get(header) if response is not None and header else None
+        if value is None:
+            return
+        try:
+            remaining = float(value)
+        except ValueError:
+            return
+        estimate = getattr(self._pacer, "estimate", None)
+        estimated = estimate().remaining if callable(estimate) else None
+        self.stats.record_bucket(self.name, remaining, estimated)
 
     def _judge(
         self,

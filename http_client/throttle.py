@@ -1,56 +1,116 @@
-"""Adaptive concurrency limiter for an API metered by a leaky bucket (Canvas).
+"""Adaptive concurrency limiter that learns a leaky-bucket throttle (Canvas) as it goes.
 
-Canvas's throttle (reference canvas-api.md §3): one bucket per token that leaks about
-``leak_rate`` = 10 units/s; every request in flight first reserves ``up_front_cost``
-= 50 units, and a request is refused (403 "Rate Limit Exceeded", or 429) when the
-bucket would pass its high-water mark. Each response says how much room is left
-(``X-Rate-Limit-Remaining``) and what it cost (``X-Request-Cost``). So parallelism,
-not request count, is what gets a client throttled, and the client can see the wall
-coming.
+Canvas meters each token with a leaky bucket (reference canvas-api.md §3;
+``request_throttle.rb``): the level leaks ``r`` units/s; every request adds an up-front
+charge ``u`` when it arrives and is refused (403 "Rate Limit Exceeded", or 429) when
+the level then reaches the high-water mark; when it ends ``u`` is taken off again and
+its real cost (``X-Request-Cost``) added. Every response reports
+``X-Rate-Limit-Remaining`` = high-water mark - level, reservations of requests still in
+flight included. Canvas's defaults are ``u`` = 50, ``r`` = 10/s, high-water mark 600
+(maximum 800), but an administrator can change each of them, so this limiter only
+*starts* from them and learns the bucket from the responses.
 
-``AdaptiveLimiter`` is a ``Pacer`` for ``RetryingSession``: every attempt calls
-``acquire()`` before sending and ``release(response, throttled)`` after. It keeps an
-estimate ``H`` of the bucket's headroom *without* any reservation, and admits a new
-request only while it covers the reservations of every request in flight plus the
-new one and a safety ``margin``::
+The model keeps an account ``R`` of the room left: it grows by ``r`` per second (up to
+the ``room`` of an empty bucket), each request sent takes ``u`` off, each answer gives
+``u`` back and takes its cost off. Every answer's reported remaining corrects the
+account: a lower reading is believed at once (another client, a wrong estimate), a
+higher one moves it a fifth of the way (answers can be processed out of order). A
+reading may predate requests that had not reached the server yet: requests sent in the
+last fifth of a typical response time are taken off it. One more request is admitted
+while ``R - u >= margin`` (``margin`` = half of ``u``, at least 1, plus twice the
+cost). So requests are sent while the bucket can take their reservation; as it fills,
+fewer are in flight, down to one at a time and then a pause of ``(u + margin - R) /
+r`` (at most ``MAX_PAUSE``: then one request measures the bucket again); as it
+drains, more again (up to ``max_concurrency``).
 
-    admit  <=>  in_flight < ceiling  and  H(now) >= (in_flight + 1) * up_front_cost + margin
-    H(now)  =   min(capacity, H_obs + leak_rate * (now - t_obs))
+How each parameter is learned (all from the responses themselves):
 
-So as the bucket fills the permitted concurrency falls, down to one request at a
-time and then to a pause of ``(need - H) / leak_rate`` seconds; it rises again as the
-bucket drains. The very first request goes alone (a probe): the bucket may already be
-full from another client on the same token.
+- ``room`` (the high-water mark seen from an empty bucket): the largest ``R`` reported
+  while nothing else of ours was in flight (the first request is sent alone).
+- ``u`` (up-front charge): calibration batches at the start. After the lone first
+  request, a batch of 2 (then two of up to 4) requests is sent together and nothing more
+  until all have answered: the first answer is measured while the other ``m - 1`` still
+  hold their reservations, the last one while none does, so ``u ~ (R_last - R_first) /
+  (m - 1)`` (plus the leak during the first answer's time in flight, which eats into
+  the reservations); the largest sample is kept, as a batch can only under-count.
+  A request refused while alone proves ``u >= R`` of its response and raises ``u``.
+- ``r`` (leak rate): between answers received with nothing else of ours in flight, at
+  least ``leak_window`` seconds apart, while the bucket is not empty:
+  ``(R_now - R_then + costs charged in between) / elapsed``; the median of recent
+  samples. Another client draining the same token makes it smaller, so the limiter
+  waits longer instead of hammering the bucket. A refusal the model did not predict
+  lowers ``r`` by a fifth. (``r`` only matters when nothing of ours is in flight.)
+- ``cost``: a moving average of ``X-Request-Cost``.
 
-Estimating ``H`` from a response: ``remaining`` was measured while some of the
-requests that overlapped this one held reservations, so ``remaining <= H <= remaining
-+ overlapped * up_front_cost``. (Which ones is unknowable: a request the client still
-sees in flight may already be settled on the server.) The estimate carried forward
-from the previous one, minus this response's cost, is clamped into that interval; so
-a dip caused by short-lived reservations is not mistaken for a full bucket, while a
-drop nobody here explains (another client on the token) is believed. ``capacity`` is
-the largest ``remaining`` seen.
+Refusals: the refused response's ``X-Rate-Limit-Remaining`` (current Canvas reports the
+real value; older releases ``0.0``) resets ``R``; an AIMD ``ceiling`` halves (and
+regrows by ``1/ceiling`` per answer) against a wrong model; the session's own
+throttle backoff applies. Another client's requests on the same token show up as a
+lower ``R`` in every answer, so the limiter leaves them the room they take. Without
+any remaining header (other APIs) only the ceiling applies, i.e. a plain semaphore of
+``max_concurrency``.
 
-A refused request's ``remaining: 0.0`` is not taken as the level either (it counts
-every reservation of that instant): new requests pause for ``throttle_pause`` seconds,
-the session's own throttle backoff grows while refusals repeat, and the next answered
-request reports the real level. On top of the model, an AIMD ``ceiling`` guards
-against wrong parameters: a refusal halves it, every other response adds
-``1/ceiling`` back, up to ``max_concurrency``. Without any remaining header (other
-APIs) only the ceiling applies, i.e. a plain semaphore of ``max_concurrency``.
+Impossible throttles (issue 14): if requests sent one at a time keep being refused while
+the reported remaining does not change over at least two seconds (the bucket is empty
+and still cannot fit one reservation), or if no request at all is accepted for
+``stall_timeout`` seconds while sending one at a time, every caller gets
+``ThrottleStalled`` with a clear message.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import requests
+from courseinv.http_client.errors import ThrottleStalled
 
 log = logging.getLogger(__name__)
+
+CANVAS_UP_FRONT = 50.0
+CANVAS_LEAK = 10.0
+CANVAS_HIGH_WATER = 600.0
+MAX_PAUSE = 5.0  # alone, never wait longer than this for the model: ask the bucket
+
+
+@dataclass(frozen=True)
+class BucketEstimate:
+    """What the limiter currently believes about the bucket (for logs and stats)."""
+
+    up_front: float
+    leak: float
+    room: float | None
+    remaining: float | None  # estimated room left right now
+    cost: float
+    up_front_samples: int
+    leak_samples: int
+
+
+@dataclass
+class _Ticket:
+    seq: int
+    sent: float
+    releases_before: int
+    alone: bool
+
+
+@dataclass
+class _Batch:
+    """A calibration batch: ``size`` requests sent together (see the module docstring)."""
+
+    size: int
+    sent: int = 0
+    answered: int = 0
+    first: float | None = None  # R of the first answer
+    first_age: float = 0.0  # its time in flight
+    last: float | None = None
+    broken: bool = False  # answered before all were sent, or refused
 
 
 class AdaptiveLimiter:
@@ -60,10 +120,12 @@ class AdaptiveLimiter:
         self,
         max_concurrency: int,
         *,
-        up_front_cost: float = 50.0,
-        leak_rate: float = 10.0,
-        margin: float = 20.0,
-        throttle_pause: float = 1.0,
+        up_front_cost: float = CANVAS_UP_FRONT,
+        leak_rate: float = CANVAS_LEAK,
+        margin: float | None = None,
+        learn: bool = True,
+        leak_window: float = 1.0,
+        stall_timeout: float = 120.0,
         remaining_header: str = "X-Rate-Limit-Remaining",
         cost_header: str = "X-Request-Cost",
         clock: Callable[[], float] = time.monotonic,
@@ -71,23 +133,42 @@ class AdaptiveLimiter:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
-        self.up_front_cost = up_front_cost
-        self.leak_rate = leak_rate
+        self.learn = learn
         self.margin = margin
-        self.throttle_pause = throttle_pause
+        self.leak_window = leak_window
+        self.stall_timeout = stall_timeout
         self.remaining_header = remaining_header
         self.cost_header = cost_header
         self._clock = clock
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._local = threading.local()
-        self._in_flight: set[int] = set()
-        self._ceiling = float(max_concurrency)
-        self._base: float | None = None  # headroom without reservations, at _t_obs
-        self._t_obs = 0.0
-        self._capacity = 0.0  # largest headroom seen
+        self._in_flight: dict[int, float] = {}  # seq -> send time
         self._releases = 0
-        self._probed = False  # until the first answer, send one request at a time
+        # the model
+        self._u = up_front_cost
+        self._u_floor = 0.0
+        self._u_samples: list[float] = []
+        self._r = leak_rate
+        self._r_min = leak_rate / 10
+        self._r_samples: deque[float] = deque(maxlen=9)
+        self._room: float | None = None
+        self._rem: float | None = None  # the account of room left at _t_obs (None: unknown)
+        self._t_obs = 0.0
+        self._cost = 0.0
+        self._cum_cost = 0.0
+        self._lone: tuple[float, float, float] | None = None  # (t, R, cum cost) alone
+        self._durations: deque[float] = deque(maxlen=32)  # recent response times
+        self._calibrations = 3 if learn else 0  # calibration samples still wanted
+        self._attempts = 8  # calibration batches that may still be tried
+        self._batch: _Batch | None = None
+        self._ceiling = 1.0 if learn else float(max_concurrency)
+        self._slow_start = learn
+        self._probed = False
+        self._refused_last = False
+        # stalls
+        self._lone_refusals: list[tuple[float, float | None]] = []
+        self._failed: ThrottleStalled | None = None
         # statistics for logs and benchmarks
         self.throttled = 0
         self.total_cost = 0.0
@@ -96,11 +177,14 @@ class AdaptiveLimiter:
 
     # -- Pacer protocol ---------------------------------------------------------
     def acquire(self) -> None:
-        """Block until one more request may be sent."""
+        """Block until one more request may be sent (``ThrottleStalled`` if hopeless)."""
         with self._cond:
             waited = False
             while True:
-                delay = self._delay(self._clock())
+                if self._failed is not None:
+                    raise self._failed
+                now = self._clock()
+                delay = self._delay(now)
                 if delay == 0.0:
                     break
                 waited = True
@@ -108,27 +192,33 @@ class AdaptiveLimiter:
             if waited:
                 self.waits += 1
             seq = next(self._seq)
-            self._in_flight.add(seq)
-            self._local.ticket = (seq, self._releases)
+            self._local.ticket = _Ticket(seq, now, self._releases, alone=not self._in_flight)
+            self._in_flight[seq] = now
+            if self._rem is not None:
+                self._advance(now)
+                self._rem -= self._u
+            if self._batch is not None:
+                self._batch.sent += 1
 
     def release(self, response: requests.Response | None, throttled: bool) -> None:
-        """Record one finished attempt and what its headers said about the bucket."""
+        """Record one finished attempt and what its headers say about the bucket."""
         with self._cond:
-            seq, releases_before = self._local.ticket
-            self._in_flight.discard(seq)
-            if response is not None:
-                # requests whose reservations may have been counted in ``remaining``
-                overlapped = len(self._in_flight) + self._releases - releases_before
-                self._observe(response, overlapped=overlapped, throttled=throttled)
-            self._releases += 1
-            self._probed = True
-            if throttled:
-                self.throttled += 1
-                self._ceiling = max(1.0, min(self._ceiling, len(self._in_flight) + 1.0) / 2)
-                log.info("throttled: concurrency ceiling now %d", int(self._ceiling))
-            else:
-                self._ceiling = min(float(self.max_concurrency), self._ceiling + 1 / self._ceiling)
-            self._cond.notify_all()
+            ticket: _Ticket = self._local.ticket
+            self._in_flight.pop(ticket.seq, None)
+            lone = ticket.alone and not self._in_flight and self._releases == ticket.releases_before
+            try:
+                if response is not None:
+                    if throttled:
+                        self._refused(response, lone)
+                    else:
+                        self._answered(response, ticket, lone)
+                self._batch_answer(response, throttled, ticket)
+            finally:
+                self._releases += 1
+                self._probed = True
+                self._cond.notify_all()
+            if self._failed is not None:
+                raise self._failed
 
     # -- state ------------------------------------------------------------------
     @property
@@ -137,55 +227,260 @@ class AdaptiveLimiter:
             return len(self._in_flight)
 
     def permitted(self) -> int:
-        """How many requests the limiter would allow in flight right now (for logs)."""
+        """How many requests the model would allow in flight right now (for logs)."""
         with self._cond:
-            n = 0
-            headroom = self._headroom(self._clock())
-            while n < int(self._ceiling) and headroom >= (n + 1) * self.up_front_cost + self.margin:
-                n += 1
-            return n
+            n = len(self._in_flight)
+            rem = self._remaining(self._clock())
+            more = 0
+            while n + more < int(self._ceiling) and rem - more * self._u >= self._need():
+                more += 1
+            return n + more
 
-    def _observe(self, response: requests.Response, *, overlapped: int, throttled: bool) -> None:
+    def estimate(self) -> BucketEstimate:
+        """The current estimates of the bucket's parameters."""
+        with self._cond:
+            rem = self._remaining(self._clock())
+            return BucketEstimate(
+                up_front=round(self._u, 3),
+                leak=round(self._r, 3),
+                room=self._room,
+                remaining=None if rem == float("inf") else round(rem, 3),
+                cost=round(self._cost, 4),
+                up_front_samples=len(self._u_samples),
+                leak_samples=len(self._r_samples),
+            )
+
+    # -- observations -----------------------------------------------------------
+    def _answered(self, response: requests.Response, ticket: _Ticket, lone: bool) -> None:
         now = self._clock()
+        self._lone_refusals.clear()
+        self._refused_last = False
+        self._durations.append(now - ticket.sent)
         cost = _float(response.headers.get(self.cost_header)) or 0.0
         self.total_cost += cost
+        self._cum_cost += cost
+        self._cost = cost if self._cost == 0.0 else 0.9 * self._cost + 0.1 * cost
+        self._grow_ceiling()
         remaining = _float(response.headers.get(self.remaining_header))
         if remaining is None:  # not metered this way: the ceiling alone applies
             return
-        carried = None if self._base is None else self._headroom(now) - cost
-        if throttled:
-            pause = self.up_front_cost + self.margin - self.leak_rate * self.throttle_pause
-            self._set(now, min(pause, carried if carried is not None else pause))
-            return
+        if self._rem is not None:  # its reservation back, its cost charged
+            self._advance(now)
+            self._rem += self._u - cost
         if self.min_remaining is None or remaining < self.min_remaining:
             self.min_remaining = remaining
-        lo, hi = remaining, remaining + overlapped * self.up_front_cost
-        self._capacity = max(self._capacity, lo)
-        self._set(now, hi if carried is None else min(hi, max(lo, carried)))
+        if lone:
+            self._room = remaining if self._room is None else max(self._room, remaining)
+            if self.learn:
+                self._learn_leak(now, remaining)
+        elif self._room is None:
+            self._room = remaining + self._u * len(self._in_flight)
+        self._observe(now, remaining)
 
-    def _set(self, now: float, headroom: float) -> None:
-        self._base, self._t_obs = headroom, now
+    def _observe(self, now: float, remaining: float) -> None:
+        """Correct the account with a reading (see the module docstring)."""
+        # Requests sent in the last fifth of a typical response time may not have
+        # reached the server when this reading was taken: count them as not in it.
+        recent = 0.2 * (statistics.median(self._durations) if self._durations else 0.0)
+        unseen = sum(1 for sent in self._in_flight.values() if sent >= now - recent)
+        remaining -= unseen * self._u
+        if self._rem is None or remaining <= self._rem:
+            self._rem = remaining
+        else:
+            self._rem += 0.2 * (remaining - self._rem)
+        self._t_obs = now
 
+    def _refused(self, response: requests.Response, lone: bool) -> None:
+        now = self._clock()
+        self.throttled += 1
+        self._refused_last = True
+        n = len(self._in_flight)
+        self._ceiling = max(1.0, min(self._ceiling, n + 1.0) / 2)
+        self._slow_start = False
+        remaining = _float(response.headers.get(self.remaining_header))
+        if remaining is None:  # e.g. a gateway's own 429: the session's backoff waits
+            log.info("throttled: concurrency ceiling now %d", int(self._ceiling))
+            return
+        if self._rem is not None:
+            self._advance(now)
+            self._rem += self._u  # the reservation is released
+        predicted = self._remaining(now)
+        surprised = predicted != float("inf") and predicted >= self._need()
+        if remaining > 0:
+            if lone and self.learn:  # refused alone: its reservation did not fit
+                self._u_floor = max(self._u_floor, remaining)
+                self._u = max(self._u, remaining)
+            self._observe(now, remaining)
+        else:  # older Canvas: 0.0 only says that this reservation did not fit
+            self._observe(now, min(predicted, self._u) - self._margin())
+        if self.learn and surprised and not lone:
+            self._r = max(self._r_min, self._r * 0.8)
+        self._lone = None
+        log.info(
+            "throttled (remaining %s): ceiling %d, up-front %.1f, leak %.2f/s",
+            remaining,
+            int(self._ceiling),
+            self._u,
+            self._r,
+        )
+        if lone:
+            self._check_stall(now, remaining)
+
+    # -- learning -----------------------------------------------------------------
+    def _batch_answer(
+        self, response: requests.Response | None, throttled: bool, ticket: _Ticket
+    ) -> None:
+        """Calibration: ``u`` from the first and last answers of a batch."""
+        batch = self._batch
+        if batch is None:
+            return
+        batch.answered += 1
+        headers = response.headers if response is not None else {}
+        remaining = _float(headers.get(self.remaining_header))
+        if throttled or remaining is None or batch.sent < batch.size:
+            batch.broken = True
+        elif batch.answered == 1:
+            batch.first = remaining
+            batch.first_age = self._clock() - ticket.sent
+        batch.last = remaining
+        if batch.answered < batch.sent or (batch.sent < batch.size and not batch.broken):
+            return
+        self._batch = None
+        if batch.broken or batch.first is None or batch.last is None:
+            return
+        # While in flight the others' reservations leaked along with the level.
+        sample = (batch.last - batch.first) / (batch.size - 1) + self._r * batch.first_age
+        log.debug("up-front sample %.2f from a batch of %d", sample, batch.size)
+        if sample > 0:
+            # A batch can only under-count reservations (an answer may be measured
+            # before the others arrive), never over-count them: keep the largest.
+            self._u_samples.append(sample)
+            self._u = max(self._u_floor, *self._u_samples)
+            self._calibrations -= 1
+
+    def _start_batch(self, n: int, rem: float) -> bool:
+        """Open a calibration batch when nothing is in flight and it fits."""
+        if min(self._calibrations, self._attempts) <= 0 or n > 0 or not self._probed:
+            return False
+        if self._refused_last:  # first let an answer show that the bucket has room
+            return False
+        if self._rem is None:
+            return False
+        margin = self._margin()
+        if not self._u_samples:
+            # Nothing known: try a pair unless a refusal proved it cannot fit.
+            size = 2 if rem >= 2 * self._u_floor + margin else 0
+        else:
+            size = min(4, self.max_concurrency, int((rem - margin) // self._u))
+        if size < 2 or self.max_concurrency < 2:
+            self._calibrations = 0
+            return False
+        self._attempts -= 1
+        self._batch = _Batch(size)
+        return True
+
+    def _learn_leak(self, now: float, remaining: float) -> None:
+        """Leak samples between answers received with nothing else in flight."""
+        if remaining >= self._cap() - max(1.0, 0.5 * self._u):
+            self._lone = None  # the bucket may be empty: the leak is not observable
+            return
+        if self._lone is None:
+            self._lone = (now, remaining, self._cum_cost)
+            return
+        t0, r0, c0 = self._lone
+        if now - t0 < self.leak_window:
+            return
+        sample = (remaining - r0 + self._cum_cost - c0) / (now - t0)
+        log.debug("leak sample %.2f over %.2fs", sample, now - t0)
+        self._r_samples.append(max(self._r_min, sample))
+        self._r = max(self._r_min, statistics.median(self._r_samples))
+        self._lone = (now, remaining, self._cum_cost)
+
+    def _grow_ceiling(self) -> None:
+        if self._slow_start:
+            self._ceiling = min(float(self.max_concurrency), self._ceiling + 1.0)
+        else:
+            self._ceiling = min(float(self.max_concurrency), self._ceiling + 1 / self._ceiling)
+
+    def _check_stall(self, now: float, remaining: float | None) -> None:
+        """Fail when lone requests keep being refused by a bucket that no longer leaks."""
+        self._lone_refusals.append((now, remaining))
+        first = self._lone_refusals[0][0]
+        same: list[float] = []
+        if remaining is not None and remaining > 0:
+            same = [
+                t for t, r in self._lone_refusals if r is not None and abs(r - remaining) < 0.01
+            ]
+        if len(same) >= 3 and now - same[0] >= 2.0:
+            self._failed = ThrottleStalled(
+                f"the API refuses even a single request: its rate-limit bucket is empty "
+                f"(X-Rate-Limit-Remaining {remaining:g} unchanged over {now - same[0]:.0f}s) "
+                "yet too small for one request's up-front charge; ask the API's "
+                "administrators to raise the throttle's high-water mark above it"
+            )
+        elif now - first >= self.stall_timeout:
+            self._failed = ThrottleStalled(
+                f"no request accepted for {now - first:.0f}s while sending one "
+                "at a time: the rate-limit bucket never has room for a request (too small "
+                "for its up-front charge, or another client on this token keeps it full)"
+            )
+
+    # -- the model ----------------------------------------------------------------
     def _cap(self) -> float:
-        return max(self._capacity, self.up_front_cost + self.margin)
+        return self._room if self._room is not None else CANVAS_HIGH_WATER
 
-    def _headroom(self, now: float) -> float:
-        if self._base is None:
+    def _advance(self, now: float) -> None:
+        """Apply the leak since the last update to the account."""
+        assert self._rem is not None
+        growth = self._r * max(0.0, now - self._t_obs)
+        self._rem += min(growth, max(0.0, self._cap() - self._rem))
+        self._t_obs = now
+
+    def _remaining(self, now: float) -> float:
+        """Estimated room now (see the module docstring)."""
+        if self._rem is None:
             return float("inf")
-        return min(self._cap(), self._base + self.leak_rate * (now - self._t_obs))
+        growth = self._r * max(0.0, now - self._t_obs)
+        return self._rem + min(growth, max(0.0, self._cap() - self._rem))
+
+    def _margin(self) -> float:
+        if self.margin is not None:
+            return self.margin
+        return max(1.0, 0.5 * self._u) + 2 * self._cost
+
+    def _need(self) -> float:
+        """Room needed to admit one more request."""
+        return self._u + self._margin()
 
     def _delay(self, now: float) -> float | None:
         """0.0 to admit now, else seconds to wait (``None``: until a release)."""
         n = len(self._in_flight)
-        if n >= int(self._ceiling) or (n > 0 and not self._probed):
+        batch = self._batch
+        if batch is not None:
+            return 0.0 if batch.sent < batch.size and not batch.broken else None
+        if n > 0 and not self._probed:
             return None
-        need = (n + 1) * self.up_front_cost + self.margin
-        headroom = self._headroom(now)
-        if headroom >= need:
+        rem = self._remaining(now)
+        if self._start_batch(n, rem):
             return 0.0
-        if need > self._cap():  # only a release can make room
+        if n >= int(self._ceiling):
             return None
-        return max(0.01, (need - headroom) / self.leak_rate)
+        need = self._need()
+        if rem >= need:
+            return 0.0
+        if n == 0 and self._rem is not None:
+            # Alone: wait as long as the leak needs to make room for one request, even
+            # past what the bucket was thought to hold (it may be larger).
+            rem = self._rem + self._r * max(0.0, now - self._t_obs)
+            if rem >= need:
+                return 0.0
+        # A release may come first; alone, re-measure with one request after MAX_PAUSE.
+        wait = (need - rem) / self._r
+        if n == 0 and self._rem is not None and now - self._t_obs + wait > MAX_PAUSE:
+            wait = max(0.0, self._t_obs + MAX_PAUSE - now)
+            if wait == 0.0:
+                return 0.0
+        return max(0.005, wait)
 
 
 def _float(value: str | None) -> float | None:

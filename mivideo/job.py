@@ -29,8 +29,9 @@ from typing import Any
 import pandas as pd
 from courseinv.db.publish import upsert_rows
 from courseinv.db.tables import mivideo_media_created, mivideo_media_started_hourly
+from courseinv.http_client.kaltura import KalturaClient, KalturaError
+from courseinv.mivideo.categories import course_links
 from courseinv.mivideo.events import fetch_media_started_hourly, utc
-from courseinv.mivideo.kaltura import KalturaClient, KalturaError, course_links
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 from courseinv.runner.payload import Fields
 from sqlalchemy import Engine, func, select

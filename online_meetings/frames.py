@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+from courseinv.http_client.zoom import MeetingInfo
 from courseinv.online_meetings.calendar import CalendarMeeting
 from courseinv.online_meetings.placements import Placement
-from courseinv.online_meetings.zoom import MeetingInfo
 
 LTI_TYPE_COLUMNS = ["canvas_id", "des", "rpt_group_nm"]
 PLACEMENT_COLUMNS = ["id", "course_id", "account_id", "course_name", "placement_type_id"]

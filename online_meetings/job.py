@@ -27,6 +27,7 @@ import pandas as pd
 from courseinv.db.tables import lti_type
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.errors import HttpError
+from courseinv.http_client.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
 from courseinv.online_meetings.calendar import CalendarMeeting, read_course_meetings
 from courseinv.online_meetings.frames import (
     LTI_TYPE_COLUMNS,
@@ -35,7 +36,6 @@ from courseinv.online_meetings.frames import (
     placement_frame,
 )
 from courseinv.online_meetings.placements import Placement, find_placements, scope_courses
-from courseinv.online_meetings.zoom import MeetingInfo, ZoomDailyLimit, ZoomError, meeting_statuses
 from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, JobError
 from courseinv.runner.logs import in_words
 from sqlalchemy import Engine, select

@@ -257,7 +257,7 @@ def check_bigquery_table(config: Config) -> tuple[str, str]:
 
 
 def check_kaltura(config: Config) -> tuple[str, str]:
-    from courseinv.mivideo.kaltura import KalturaClient
+    from courseinv.http_client.kaltura import KalturaClient
 
     mivideo = _mivideo(config)
     url = mivideo["kaltura_service_url"]
@@ -274,13 +274,13 @@ def check_kaltura(config: Config) -> tuple[str, str]:
 
 
 def check_zoom(config: Config) -> tuple[str, str]:
-    from courseinv.online_meetings.zoom import ZoomClient
+    from courseinv.http_client.zoom import ZoomClient
 
     zoom = config["ZOOM"]
     client = ZoomClient(zoom, max_attempts=1, workers=1)
     client.session.timeout = CHECK_TIMEOUT
     try:
-        client._fetch_token()
+        client.fetch_token()
     finally:
         client.close()
     return _host_of(zoom["OAUTH_URL"]), "Server-to-Server OAuth issued a token"

@@ -26,7 +26,8 @@ Ids in paths accept SIS forms (``sis_course_id:X``, ``sis_account_id:X``,
 (``total_students``, ``term``, ``account_name``); every spec.duplicate_every_pages-th
 page repeats the previous page's last row, as real Canvas does when rows shift.
 
-Authentication: ``Authorization: Bearer <token>`` (or ``?access_token=``). Without one:
+Authentication: ``Authorization: Bearer <token>``, ``?access_token=``, or for GraphQL an
+``access_token`` field of the JSON or form body. Without one:
 401 ``{"status": "unauthenticated", ...}``; with a wrong one: 401 ``Invalid access token.``;
 both with a ``WWW-Authenticate`` header.
 
@@ -34,17 +35,26 @@ Pagination: ``per_page`` clamped to 1..``per_page_max`` (default 10); a ``Link``
 with absolute ``current``, ``next`` (only when there is more) and ``first`` URLs that
 repeat the query parameters and carry an opaque ``page=bookmark:...``; never ``last``.
 
-Throttling (Canvas's ``request_throttle`` model, knobs in ``ThrottleSpec``): one leaky
-bucket per access token. The bucket leaks ``leak_per_s`` units per second. Each request
-first adds an up-front reservation (``up_front``, held while the request is in flight,
-including its simulated latency) and is refused when the level, reservation included, is
-at or above the high-water mark ``capacity``. When it finishes the reservation is released
-and its cost (``cost``, or ``endpoint_costs[endpoint]``; GraphQL costs more) is added.
-Every response carries ``X-Rate-Limit-Remaining`` (capacity - level; the full capacity
-when the request has no valid token); answered requests carry ``X-Request-Cost``. A
-refused request gets ``403`` (or 429 with ``status=429``, as hosted Canvas now does),
-text body ``403 Forbidden (Rate Limit Exceeded)`` and ``X-Rate-Limit-Remaining: 0.0``.
-Parallelism is what gets a client throttled: 14 concurrent requests reserve 700 units.
+Throttling (Canvas's ``request_throttle`` model, knobs in ``ThrottleSpec``, defaults as
+current Canvas: high-water mark 600, maximum 800, up-front 50, leak 10/s): one leaky
+bucket per access token; the level leaks ``leak_per_s`` units per second and never
+exceeds ``maximum``. Each request first adds its up-front charge (``up_front``, held
+while it is in flight, simulated latency included) and is refused at once when the
+level reaches the high-water mark ``capacity``. When it finishes the charge is taken
+off and its cost (``cost``, or ``endpoint_costs[endpoint]``) added. Every response
+carries ``X-Rate-Limit-Remaining`` (capacity - level, negative when the level is past
+the mark; the full capacity when the request has no valid token); answered requests
+carry ``X-Request-Cost``. A refused request gets ``403`` (or 429 with ``status=429``,
+as hosted Canvas now does), text body ``403 Forbidden (Rate Limit Exceeded)`` and
+``X-Rate-Limit-Remaining`` = capacity - level (current Canvas) or ``0.0``
+(``refusal_remaining="zero"``, older releases). ``THROTTLE_PROFILES`` holds four
+configurations (defaults, small/fast, large/slow, shared with a ``Competitor`` that
+drains the bucket part of the time). Parallelism is what gets a client throttled: 12
+concurrent requests reserve 600 units.
+
+Leniency, as Canvas: a scalar ``include=x`` (or ``state=x`` ...) counts as ``include[]=x``;
+the token may come as ``access_token`` in the query string or a GraphQL body; a GraphQL
+``after: ""`` means no cursor.
 """
 
 from __future__ import annotations
@@ -110,13 +120,51 @@ COURSE_STATE_PARAM = {
     "deleted": "deleted",
 }
 MAX_CONTEXT_CODES = 10  # calendar events: "additional ones are ignored"
+# Array parameters of the endpoints served (``include[]`` ...); a bare ``include=x`` counts.
+LIST_PARAMS = frozenset(
+    {"include", "state", "enrollment_type", "workflow_state", "context_codes", "type"}
+)
+
+
+@dataclass(frozen=True)
+class Competitor:
+    """Another client on the same token, draining the bucket part of the time.
+
+    While it is active (the first ``duty`` fraction of every ``period_s`` seconds) it
+    charges ``rate`` units per second and holds ``in_flight`` up-front reservations.
+    """
+
+    rate: float = 12.0
+    in_flight: int = 2
+    period_s: float = 10.0
+    duty: float = 0.5
+
+    def active(self, t: float) -> bool:
+        return (t % self.period_s) < self.duty * self.period_s
+
+    def active_time(self, t0: float, t1: float) -> float:
+        """Seconds of activity within [t0, t1] (times since the bucket was created)."""
+        total, on = 0.0, self.duty * self.period_s
+        k = int(t0 // self.period_s)
+        while k * self.period_s < t1:
+            start, end = k * self.period_s, k * self.period_s + on
+            total += max(0.0, min(end, t1) - max(start, t0))
+            k += 1
+        return total
 
 
 @dataclass(frozen=True)
 class ThrottleSpec:
-    """Canvas's leaky-bucket throttle (see the module docstring)."""
+    """Canvas's leaky-bucket throttle (see the module docstring).
 
-    capacity: float = 700.0  # high-water mark
+    Defaults are current Canvas's (``request_throttle.rb``): high-water mark 600,
+    maximum 800, up-front charge 50, leak 10 units/s. ``refusal_remaining``: what a
+    refused response reports in ``X-Rate-Limit-Remaining``: ``"level"`` (current
+    Canvas: the mark minus the level) or ``"zero"`` (``0.0``, older releases).
+    """
+
+    capacity: float = 600.0  # high-water mark: refused when level + up_front reaches it
+    maximum: float = 800.0  # the level never exceeds this
     cost: float = 0.05  # default cost of an answered request
     endpoint_costs: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({"graphql": 0.25})
@@ -124,6 +172,8 @@ class ThrottleSpec:
     leak_per_s: float = 10.0
     up_front: float = 50.0
     status: int = 403  # 429 imitates hosted Canvas since 2025
+    refusal_remaining: str = "level"
+    competitor: Competitor | None = None
 
     def cost_of(self, endpoint: str) -> float:
         return self.endpoint_costs.get(endpoint, self.cost)
@@ -131,40 +181,82 @@ class ThrottleSpec:
 
 DEFAULT_THROTTLE = ThrottleSpec()
 
+# Throttle configurations an institution may run (tests and benchmarks use all four).
+THROTTLE_PROFILES: dict[str, ThrottleSpec] = {
+    # current Canvas defaults
+    "default": DEFAULT_THROTTLE,
+    # a small bucket that leaks fast, with a small up-front charge
+    "small-fast": ThrottleSpec(
+        capacity=60,
+        maximum=80,
+        up_front=4,
+        leak_per_s=30,
+        cost=0.3,
+        endpoint_costs=MappingProxyType({"graphql": 0.5}),
+    ),
+    # a large bucket that leaks slowly, with a large up-front charge
+    "large-slow": ThrottleSpec(
+        capacity=3000,
+        maximum=4000,
+        up_front=300,
+        leak_per_s=2,
+        cost=1.0,
+        endpoint_costs=MappingProxyType({"graphql": 1.5}),
+    ),
+    # the defaults, shared with another client that drains it half of the time
+    "shared": ThrottleSpec(cost=0.1, competitor=Competitor()),
+}
+
 
 class LeakyBucket:
-    """One token's bucket. Thread-safe; the level never goes below zero."""
+    """One token's bucket (and its simulated competitor). Thread-safe; 0 <= level <= max."""
 
-    def __init__(self, leak_per_s: float) -> None:
-        self.leak_per_s = leak_per_s
+    def __init__(self, spec: ThrottleSpec, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self._clock = clock
+        self._born = clock()
         self._level = 0.0
-        self._at = time.monotonic()
+        self._at = self._born
         self._lock = threading.Lock()
 
-    def _leak(self) -> None:
-        now = time.monotonic()
-        self._level = max(0.0, self._level - (now - self._at) * self.leak_per_s)
+    def _leak(self) -> float:
+        now = self._clock()
+        spec, dt = self.spec, now - self._at
+        drained = 0.0
+        if spec.competitor is not None:
+            drained = spec.competitor.rate * spec.competitor.active_time(
+                self._at - self._born, now - self._born
+            )
+        self._level = min(spec.maximum, max(0.0, self._level - dt * spec.leak_per_s + drained))
         self._at = now
+        return now
 
-    def reserve(self, amount: float, high_water: float) -> bool:
+    def _others(self, now: float) -> float:
+        """Reservations the competitor holds right now."""
+        c = self.spec.competitor
+        if c is None or not c.active(now - self._born):
+            return 0.0
+        return c.in_flight * self.spec.up_front
+
+    def reserve(self, amount: float) -> bool:
         """Add ``amount``; True when the request may run (level stays under the mark)."""
         with self._lock:
-            self._leak()
-            self._level += amount
-            return self._level < high_water
+            now = self._leak()
+            self._level = min(self.spec.maximum, self._level + amount)
+            return self._level + self._others(now) < self.spec.capacity
 
     def settle(self, reserved: float, cost: float) -> float:
-        """Release a reservation and charge ``cost``; returns the new level."""
+        """Release a reservation and charge ``cost``; returns the level as reported."""
         with self._lock:
-            self._leak()
-            self._level = max(0.0, self._level - reserved + cost)
-            return self._level
+            now = self._leak()
+            self._level = min(self.spec.maximum, max(0.0, self._level - reserved + cost))
+            return self._level + self._others(now)
 
     @property
     def level(self) -> float:
         with self._lock:
-            self._leak()
-            return self._level
+            now = self._leak()
+            return self._level + self._others(now)
 
 
 class _HttpError(Exception):
@@ -219,7 +311,6 @@ class CanvasServer(SandboxServer):
         self.graphql = CanvasGraphQL(institution)
         self.throttled = 0  # requests refused by the throttle
         self._tokens = {self.token}
-        self._meter = threading.local()
         self._course_lists: dict[tuple[Any, ...], list[int]] = {}
         self._register_routes()
 
@@ -289,9 +380,22 @@ class CanvasServer(SandboxServer):
     # -- auth and throttle ----------------------------------------------------------------
     @staticmethod
     def _token_of(request: Request) -> str | None:
-        return request.bearer_token() or request.arg("access_token") or None
+        """Bearer header, ``access_token`` in the query, or (GraphQL) in the body."""
+        token = request.bearer_token() or request.arg("access_token")
+        if token or request.method != "POST" or not request.body:
+            return token or None
+        try:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body = request.json()
+                token = body.get("access_token") if isinstance(body, dict) else None
+            else:
+                token = (request.form().get("access_token") or [None])[-1]
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return token if isinstance(token, str) and token else None
 
     def dispatch(self, request: Request) -> tuple[Response, str]:
+        _lenient_query(request)
         throttle = self.throttle
         token = self._token_of(request)
         if throttle is None:
@@ -301,26 +405,38 @@ class CanvasServer(SandboxServer):
             response.headers["X-Rate-Limit-Remaining"] = _fmt(throttle.capacity)
             return response, endpoint
         with self._lock:
-            bucket = self._buckets.setdefault(token, LeakyBucket(throttle.leak_per_s))
+            bucket = self._buckets.get(token)
+            if bucket is None:
+                bucket = self._buckets[token] = LeakyBucket(throttle)
         # The reservation covers the whole time in flight, simulated latency included.
-        allowed = bucket.reserve(throttle.up_front, throttle.capacity)
-        self._meter.allowed = allowed
+        if not bucket.reserve(throttle.up_front):
+            # Refused at once, before any work, as Canvas's middleware does.
+            level = bucket.settle(throttle.up_front, 0.0)
+            route = self._match(request)
+            return self._refusal(throttle, level), route.endpoint if route else "unmatched"
         try:
             response, endpoint = super().dispatch(request)
         except BaseException:
             bucket.settle(throttle.up_front, 0.0)
             raise
-        finally:
-            self._meter.allowed = True
-        if allowed:
-            cost = throttle.cost_of(endpoint)
-            level = bucket.settle(throttle.up_front, cost)
-            response.headers["X-Request-Cost"] = _fmt(cost)
-            response.headers["X-Rate-Limit-Remaining"] = _fmt(max(0.0, throttle.capacity - level))
-        else:
-            bucket.settle(throttle.up_front, 0.0)
-            response.headers["X-Rate-Limit-Remaining"] = "0.0"
+        cost = throttle.cost_of(endpoint)
+        level = bucket.settle(throttle.up_front, cost)
+        response.headers["X-Request-Cost"] = _fmt(cost)
+        response.headers["X-Rate-Limit-Remaining"] = _fmt(throttle.capacity - level)
         return response, endpoint
+
+    def _refusal(self, throttle: ThrottleSpec, level: float) -> Response:
+        with self._lock:
+            self.throttled += 1
+        reason = "Forbidden" if throttle.status == 403 else "Too Many Requests"
+        remaining = (
+            "0.0" if throttle.refusal_remaining == "zero" else _fmt(throttle.capacity - level)
+        )
+        return Response(
+            throttle.status,
+            f"{throttle.status} {reason} (Rate Limit Exceeded)\n",
+            {"Content-Type": "text/plain; charset=utf-8", "X-Rate-Limit-Remaining": remaining},
+        )
 
     def before(self, request: Request, route: Route) -> Response | None:
         token = self._token_of(request)
@@ -333,16 +449,6 @@ class CanvasServer(SandboxServer):
         if token not in self._tokens:
             body = {"errors": [{"message": "Invalid access token."}]}
             return json_response(body, 401, **{"WWW-Authenticate": WWW_AUTHENTICATE})
-        if not getattr(self._meter, "allowed", True):
-            with self._lock:
-                self.throttled += 1
-            status = self.throttle.status if self.throttle else 403
-            reason = "Forbidden" if status == 403 else "Too Many Requests"
-            return Response(
-                status,
-                f"{status} {reason} (Rate Limit Exceeded)\n",
-                {"Content-Type": "text/plain; charset=utf-8"},
-            )
         return None
 
     # -- pagination -----------------------------------------------------------------------
@@ -730,6 +836,12 @@ class CanvasServer(SandboxServer):
         return json_response(result)
 
 
+def _lenient_query(request: Request) -> None:
+    """Canvas treats a scalar ``name=x`` as the one-element list ``name[]=x``."""
+    for name in [k for k in request.query if not k.endswith("]") and k in LIST_PARAMS]:
+        request.query.setdefault(f"{name}[]", []).extend(request.query.pop(name))
+
+
 def _answering(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
     def run(request: Request) -> Response:
         try:
@@ -816,3 +928,77 @@ def _tab_json(tab: dict[str, Any], course_id: int, base: str) -> dict[str, Any]:
             f"?id={tab['tool_id']}&launch_type=course_navigation"
         )
     return body
+
+
+class CanvasProcess:
+    """A ``CanvasServer`` in a child process, so that a client under test does not share
+    the server's interpreter lock (as with a real Canvas). For benchmarks and throttle
+    tests: ``with CanvasProcess(spec, throttle=...) as canvas: canvas.url``.
+
+    The institution is generated in the child from ``spec`` (same spec, same data).
+    ``issue_token()``, ``count(status=...)`` (answered requests, like ``log.count``),
+    ``reset_log()`` and ``throttled`` are answered by the child over a pipe.
+    """
+
+    def __init__(self, spec: Any, **server_kwargs: Any) -> None:
+        import multiprocessing
+
+        self._ctx = multiprocessing.get_context("fork")
+        self._spec = spec
+        self._kwargs = server_kwargs
+        self._conn: Any = None
+        self._proc: Any = None
+        self.url = ""
+        self.token = ""
+        self.account_id = 0
+
+    def __enter__(self) -> CanvasProcess:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(
+            target=_serve_in_child, args=(child, self._spec, self._kwargs), daemon=True
+        )
+        self._proc.start()
+        self._conn = parent
+        self.url, self.token, self.account_id = parent.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call("stop")
+        self._proc.join(10)
+
+    def _call(self, *request: Any) -> Any:
+        self._conn.send(request)
+        return self._conn.recv()
+
+    def issue_token(self) -> str:
+        return str(self._call("token"))
+
+    def count(self, endpoint: str | None = None, status: int | None = None) -> int:
+        return int(self._call("count", endpoint, status))
+
+    def reset_log(self) -> None:
+        self._call("reset")
+
+    def set_throttle(self, spec: ThrottleSpec | None) -> None:
+        self._call("throttle", spec)
+
+
+def _serve_in_child(conn: Any, spec: Any, kwargs: dict[str, Any]) -> None:
+    server = CanvasServer(Institution.generate(spec), **kwargs)
+    with server:
+        conn.send((server.url, server.token, server.account_id))
+        while True:
+            command, *args = conn.recv()
+            if command == "stop":
+                conn.send(None)
+                return
+            if command == "token":
+                conn.send(server.issue_token())
+            elif command == "count":
+                conn.send(server.log.count(*args))
+            elif command == "reset":
+                server.log.reset()
+                conn.send(None)
+            elif command == "throttle":
+                server.throttle = args[0]
+                conn.send(None)

@@ -143,7 +143,7 @@ def _cursor(position: int) -> str:
 
 
 def _position(cursor: str | None) -> int | None:
-    if cursor is None:
+    if not cursor:  # Canvas treats after: "" as no cursor
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -169,7 +169,7 @@ def connection(
     for name, value in (("first", first), ("last", last)):
         if value is not None and value < 0:
             raise GraphQLError(f"Argument '{name}' on Field '{field}' cannot be less than 0")
-    lo = 0 if after is None else _position(after) + 1  # type: ignore[operator]
+    lo = 0 if not after else _position(after) + 1  # type: ignore[operator]
     hi = total if before is None else min(total, _position(before))  # type: ignore[arg-type]
     lo = min(max(lo, 0), total)
     hi = max(hi, lo)

@@ -150,7 +150,9 @@ def test_graphql_null_course_is_an_error(canvas: CanvasServer) -> None:
 
 
 def test_shipped_query_is_valid_for_canvas_schema() -> None:
-    schema = build_schema((Path(courseinv.sandbox.__file__).parent / "canvas-schema.graphql").read_text())
+    schema = build_schema(
+        (Path(courseinv.sandbox.__file__).parent / "canvas-schema.graphql").read_text()
+    )
     assert validate(schema, parse(ENROLLMENTS_QUERY)) == []
 
 
@@ -184,7 +186,7 @@ def test_throttled_with_429_is_retried_not_lost(canvas: CanvasServer) -> None:
     canvas.latency = Latency(10)
     token = canvas.issue_token()
     CanvasClient(canvas.url, token).get(f"/api/v1/accounts/{canvas.account_id}")  # fills it
-    limiter = AdaptiveLimiter(6, leak_rate=50, throttle_pause=0.2)
+    limiter = AdaptiveLimiter(6, leak_rate=50)
     policy = RetryPolicy(max_attempts=1, throttle_backoff_base=0.01)
     c = CanvasClient(canvas.url, token, workers=6, policy=policy, limiter=limiter)
     course_ids = [k.id for k in canvas.institution.courses if k.workflow_state != "deleted"][:30]

@@ -21,9 +21,9 @@ from courseinv.db.tables import (
     mivideo_media_created,
     mivideo_media_started_hourly,
 )
+from courseinv.mivideo.categories import CourseLink, course_links
 from courseinv.mivideo.events import query_text
 from courseinv.mivideo.job import run
-from courseinv.mivideo.kaltura import CourseLink, course_links
 from courseinv.runner.jobs import DataSourceName, JobContext, JobError, job_names
 from courseinv.sandbox.httpserver import Faults
 from courseinv.sandbox.mivideo import MivideoSandbox, start_mivideo_sandbox

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from courseinv.online_meetings.zoom import MeetingInfo, ZoomClient, ZoomDailyLimit, ZoomError
+from courseinv.http_client.zoom import MeetingInfo, ZoomClient, ZoomDailyLimit, ZoomError
 from courseinv.sandbox.zoom import ZoomServer
 
 MEETINGS = {

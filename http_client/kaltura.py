@@ -1,5 +1,10 @@
 """Kaltura media entries over API v3 (plain HTTP on the shared ``RetryingSession``).
 
+The Kaltura session key (KS) is an authenticator of the session (``KalturaSession``):
+``session.start`` with the partner's admin secret, the KS put in every call's body; an
+INVALID_KS answer (an expired session) makes the session start a new one once and
+repeat the call (the renew-on-401 rule of ``session.py``).
+
 ``KalturaClient.iter_media(categories, since)`` yields every media entry in (or under)
 the given categories created at or after ``since`` (unix seconds), oldest first, each
 exactly once. It walks with a keyset instead of page numbers, so Kaltura's cap on
@@ -19,16 +24,15 @@ error message (Kaltura's own messages quote the KS; it is redacted).
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import requests
-from courseinv.http_client.errors import HttpError
+from courseinv.http_client.errors import HttpError, Unauthorized
 from courseinv.http_client.session import Action, RetryingSession, RetryPolicy, Verdict
+from courseinv.http_client.stats import HttpStats
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +52,87 @@ class KalturaError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class CourseLink:
-    course_id: int
-    in_context: bool
+class KalturaSession:
+    """Authenticator: a Kaltura session key (KS) from ``session.start``, sent in the body.
 
-
-def course_links(categories: str | None, prefixes: Iterable[str]) -> set[CourseLink]:
-    """Canvas courses in an entry's comma-separated category full names.
-
-    Only ``<prefix>>site>channels><decimal id>`` and ``...><id>>InContext`` count.
+    ``rejected``: an HTTP 200 whose body is a KalturaAPIException INVALID_KS. ``renew``
+    starts a new session unless another thread already did.
     """
-    pattern = _category_pattern(tuple(prefixes))
-    links = set()
-    for name in (categories or "").split(","):
-        m = pattern.fullmatch(name.strip())
-        if m:
-            links.add(CourseLink(int(m.group(1)), m.group(2) is not None))
-    return links
 
+    def __init__(self, http: RetryingSession, base: str, partner_id: int, secret: str) -> None:
+        self._http = http
+        self._base = base
+        self._partner_id = partner_id
+        self._secret = secret
+        self._ks: str | None = None
+        self._lock = threading.Lock()
+        self.starts = 0
 
-@functools.lru_cache(maxsize=16)
-def _category_pattern(prefixes: tuple[str, ...]) -> re.Pattern[str]:
-    roots = "|".join(re.escape(p) for p in prefixes if p)
-    # [0-9], not \d: Unicode digits are not Canvas ids. At most 18 digits fit BIGINT.
-    return re.compile(rf"(?:{roots})>site>channels>([0-9]{{1,18}})(>InContext)?")
+    def __repr__(self) -> str:
+        return f"KalturaSession(partner_id={self._partner_id}, <ks redacted>)"
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self._ks, self._secret) if s]
+
+    def apply(self, send: dict[str, Any]) -> object:
+        ks = self.key()
+        send["data"] = {**(send.get("data") or {}), "ks": ks}
+        return ks
+
+    def rejected(self, response: requests.Response) -> bool:
+        if response.status_code != 200 or b"INVALID_KS" not in response.content:
+            return False
+        try:
+            return _exception_code(response.json()) == "INVALID_KS"
+        except ValueError:
+            return False
+
+    def reason(self, response: requests.Response) -> str:
+        """Why the KS was refused, with Kaltura's message (it quotes the KS) redacted."""
+        try:
+            message = str(response.json().get("message") or "")
+        except (ValueError, AttributeError):
+            message = ""
+        for secret in self.secrets():
+            message = message.replace(secret, REDACTED)
+        return f"INVALID_KS: {message}"
+
+    def renew(self, used: object) -> bool:
+        with self._lock:
+            if self._ks is None or self._ks == used:
+                log.info("Kaltura session expired; starting a new one")
+                self._ks = self._start()
+        return True
+
+    def key(self) -> str:
+        with self._lock:
+            if self._ks is None:
+                self._ks = self._start()
+            return self._ks
+
+    def _start(self) -> str:
+        data = {
+            "format": 1,
+            "secret": self._secret,
+            "partnerId": self._partner_id,
+            "type": ADMIN_SESSION,
+            "expiry": SESSION_EXPIRY_S,
+        }
+        self.starts += 1
+        try:
+            reply = self._http.request(
+                "POST", f"{self._base}/session/action/start", data=data, authenticate=False
+            )
+        except HttpError as exc:
+            raise KalturaError(f"Kaltura session.start failed: {exc}") from None
+        result = reply.data
+        code = _exception_code(result)
+        if code is not None:
+            message = str(result.get("message") or "").replace(self._secret, REDACTED)
+            raise KalturaError(f"Kaltura session.start failed: {code}: {message}", code)
+        if not isinstance(result, str) or not result:
+            raise KalturaError("Kaltura session.start did not return a session key")
+        return result
 
 
 class KalturaClient:
@@ -86,18 +146,20 @@ class KalturaClient:
         *,
         max_attempts: int = 3,
         timeout: tuple[float, float] = (10.0, 120.0),
+        stats: HttpStats | None = None,
     ) -> None:
         self._base = service_url.rstrip("/") + "/api_v3/service"
         self._partner_id = partner_id
-        self._secret = secret
-        self._ks: str | None = None
         self._session = RetryingSession(
             name="kaltura",
             policy=RetryPolicy(max_attempts=max_attempts),
             pool_size=1,
             timeout=timeout,
             classify=_classify,
+            stats=stats,
         )
+        self.auth = KalturaSession(self._session, self._base, partner_id, secret)
+        self._session.auth = self.auth
         self.requests = 0  # media.list calls, for the report
 
     def __repr__(self) -> str:  # never the secret or the KS
@@ -112,26 +174,13 @@ class KalturaClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- session --------------------------------------------------------------------------
     def start_session(self) -> None:
-        """Start an ADMIN session with the partner's admin secret."""
-        data = {
-            "format": 1,
-            "secret": self._secret,
-            "partnerId": self._partner_id,
-            "type": ADMIN_SESSION,
-            "expiry": SESSION_EXPIRY_S,
-        }
-        result = self._call("session", "start", data)
-        if not isinstance(result, str) or not result:
-            raise KalturaError("Kaltura session.start did not return a session key")
-        self._ks = result
+        """Start an ADMIN session now (else it starts with the first call)."""
+        self.auth.key()
 
     # -- media ------------------------------------------------------------------------------
     def iter_media(self, categories: str, since: int) -> Iterator[dict[str, Any]]:
         """Every entry under ``categories`` created at/after ``since``, oldest first."""
-        if self._ks is None:
-            self.start_session()
         lower, seen_at_lower = since, set[str]()
         while True:
             page = self._list_page(categories, lower, seen_at_lower)
@@ -174,31 +223,30 @@ class KalturaClient:
     def _call(
         self, service: str, action: str, data: dict[str, Any], *, authenticated: bool = False
     ) -> Any:
-        """POST one API call; on INVALID_KS start a new session and repeat it once."""
-        for renewed in (False, True):
-            body = {**data, "ks": self._ks} if authenticated else data
-            try:
-                reply = self._session.request(
-                    "POST", f"{self._base}/{service}/action/{action}", data=body
-                )
-            except HttpError as exc:
-                raise KalturaError(f"Kaltura {service}.{action} failed: {exc}") from None
-            result = reply.data
-            code = _exception_code(result)
-            if code is None:
-                return result
-            if code == "INVALID_KS" and authenticated and not renewed:
-                log.info("Kaltura session expired; starting a new one")
-                self.start_session()
-                continue
-            message = self._redact(str(result.get("message") or ""))
-            raise KalturaError(f"Kaltura {service}.{action} failed: {code}: {message}", code)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """POST one API call (the session renews an expired KS once)."""
+        try:
+            reply = self._session.request(
+                "POST",
+                f"{self._base}/{service}/action/{action}",
+                data=data,
+                authenticate=authenticated,
+            )
+        except Unauthorized as exc:
+            raise KalturaError(
+                f"Kaltura {service}.{action} failed: {exc.reason}", "INVALID_KS"
+            ) from None
+        except HttpError as exc:
+            raise KalturaError(f"Kaltura {service}.{action} failed: {exc}") from None
+        result = reply.data
+        code = _exception_code(result)
+        if code is None:
+            return result
+        message = self._redact(str(result.get("message") or ""))
+        raise KalturaError(f"Kaltura {service}.{action} failed: {code}: {message}", code)
 
     def _redact(self, text: str) -> str:
-        for secret in (self._ks, self._secret):
-            if secret:
-                text = text.replace(secret, REDACTED)
+        for secret in self.auth.secrets():
+            text = text.replace(secret, REDACTED)
         return text
 
 
