@@ -107,8 +107,9 @@ def test_nested_override_builds_a_section_absent_from_the_file(tmp_path: Path) -
         (
             {"CANVAS__NOPE": "1"},
             "environment variable CANVAS__NOPE: CANVAS has no key 'NOPE'; expected one of "
-            "ADD_COURSE_IDS, CANVAS_ACCOUNT_ID, CANVAS_TERM_IDS, CANVAS_TOKEN, CANVAS_URL, "
-            "INVENTORY_SOURCE, REPORTS",
+            "ADD_COURSE_IDS, API_BASE_URL, API_CLIENT_ID, API_CLIENT_SECRET, API_DIRECT_PATHS, "
+            "API_SCOPE_PREFIX, API_SUBSCRIPTION_NAME, CANVAS_ACCOUNT_ID, CANVAS_TERM_IDS, "
+            "CANVAS_TOKEN, CANVAS_URL, INVENTORY_SOURCE, REPORTS",
         ),
         (
             {"CANVAS__CANVAS_ACCOUNT_ID": "acct-canary"},
