@@ -217,7 +217,7 @@ def test_readme_docker_steps_match_the_compose_file_and_the_image() -> None:
     for host in re.findall(r"- \$\{HOME\}/([\w./-]+):", compose):
         assert f"~/{host}" in deployment, host
     for service in re.findall(r"(?m)^  (\w+):$", compose):
-        assert re.search(rf"docker compose up (-d )?{service}\b", deployment), service
+        assert re.search(rf"docker compose (--profile \w+ )?up (-d )?{service}\b", deployment), service
     # The job's INVENTORY_DB is the mysql service's database and user.
     db = json.loads(re.search(r"INVENTORY_DB: '(.*)'", compose).group(1))
     assert db["host"] == "mysql"
