@@ -192,7 +192,8 @@ def _write_status_config(config: dict[str, Any], data_dir: Path) -> Path:
     """A config for ``status`` on the demo database (the sandbox itself is gone)."""
     path = data_dir.resolve() / "demo-env.hjson"
     path.parent.mkdir(parents=True, exist_ok=True)
-    keep = {k: config[k] for k in ("JOB_NAMES", "DATA_DIR", "CANVAS", "MIVIDEO")}
+    sections = ("JOB_NAMES", "DATA_DIR", "CANVAS", "MIVIDEO", "ZOOM", "LTI_TOOLS", "LIVE_EVENTS")
+    keep = {k: config[k] for k in sections if k in config}
     note = "// Written by `course-inventory demo`: enough for `status` on the demo database.\n"
     path.write_text(note + json.dumps(keep, indent=2), encoding="utf-8")
     return path
