@@ -44,6 +44,10 @@ def test_demo_runs_every_job_into_sqlite(tmp_path: Path) -> None:
     assert "WARNING" not in result.stderr, [
         line for line in result.stderr.splitlines() if "WARNING" in line
     ]
+    # The config the demo leaves behind is enough for `status` on its database.
+    status = run_cli(["--config", str(tmp_path / "demo-env.hjson"), "status", "--json"])
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "LIVE_EVENTS" in status.stdout and "ONLINE_MEETINGS" in status.stdout
 
 
 def test_sandbox_help_through_main_command() -> None:
