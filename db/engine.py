@@ -133,6 +133,7 @@ def make_engine(url: URL | str, *, pool_size: int = 5) -> Engine:
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "handle_error", _sqlite_release_on_exit)
     return engine
 
 
@@ -145,6 +146,24 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+
+
+def _sqlite_release_on_exit(ctx: Any) -> None:
+    """Roll back at once when a signal (SIGTERM, Ctrl-C) cuts a statement.
+
+    SQLAlchemy then closes the connection without a rollback, and SQLite keeps a closed
+    connection alive (with its write lock) while the interrupted statement lives on in
+    the exception's traceback: recording the run as failed would wait on that lock.
+    """
+    if isinstance(ctx.original_exception, Exception) or ctx.connection is None:
+        return
+    dbapi_conn = ctx.connection.connection.dbapi_connection
+    if dbapi_conn is None:
+        return
+    try:
+        dbapi_conn.rollback()
+    except Exception as exc:  # the connection is being discarded anyway
+        log.debug("SQLite rollback after an interrupted statement failed: %s", exc)
 
 
 @event.listens_for(Engine, "begin")
