@@ -107,12 +107,15 @@ class ZoomClient:
     # -- meetings ----------------------------------------------------------------
     def meeting(self, meeting_id: int) -> MeetingInfo:
         """Host and status: live meetings, else past ones (``ended``), else ``deleted``."""
-        live = self._get(f"/meetings/{meeting_id}")
+        path = f"/meetings/{meeting_id}"
+        live = self._get(path)
         if live is not None:
-            return MeetingInfo(live.get("host_id"), live.get("status") or "waiting")
-        past = self._get(f"/past_meetings/{meeting_id}")
+            host = _optional_str(live, "host_id", path, meeting_id)
+            return MeetingInfo(host, _optional_str(live, "status", path, meeting_id) or "waiting")
+        path = f"/past_meetings/{meeting_id}"
+        past = self._get(path)
         if past is not None:
-            return MeetingInfo(past.get("host_id"), "ended")
+            return MeetingInfo(_optional_str(past, "host_id", path, meeting_id), "ended")
         return MeetingInfo(None, "deleted")
 
     def _get(self, path: str) -> dict[str, Any] | None:
@@ -136,6 +139,15 @@ class ZoomClient:
             raise ZoomError(f"Zoom rejected the access token for GET {path} (HTTP 401)") from None
         except AuthError as exc:
             raise ZoomError(exc.args[0].split(": ", 1)[-1]) from None
+
+
+def _optional_str(obj: Mapping[str, Any], field: str, path: str, meeting_id: int) -> str | None:
+    """A string field that may be missing or null; any other type names the meeting."""
+    value = obj.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+    raise ZoomError(f"GET {path}: meeting {meeting_id}: {field} is {shown} (expected a string)")
 
 
 def meeting_statuses(

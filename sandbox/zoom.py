@@ -107,6 +107,7 @@ class ZoomServer(SandboxServer):
         self.early_retries = 0
         self.api_requests = 0
         self.issued_tokens: list[str] = []  # every token handed out, for leak checks
+        self.field_overrides: dict[int, dict[str, Any]] = {}  # meeting id -> hostile fields
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._storm = _Storm()
         self._not_before: dict[str, float] = {}  # path -> wall-clock Retry-After deadline
@@ -246,6 +247,7 @@ class ZoomServer(SandboxServer):
                 "duration": meeting.duration,
                 "timezone": "America/Detroit",
                 "join_url": f"https://umich.zoom.us/j/{meeting.id}",
+                **self.field_overrides.get(meeting.id, {}),
             }
         )
 
@@ -266,6 +268,7 @@ class ZoomServer(SandboxServer):
                 "end_time": _iso(end) if end else None,
                 "duration": meeting.duration,
                 "participants_count": 2,
+                **self.field_overrides.get(meeting.id, {}),
             }
         )
 

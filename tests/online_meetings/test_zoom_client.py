@@ -42,6 +42,30 @@ def test_meeting_statuses(zoom: ZoomServer) -> None:
     assert zoom.log.by_endpoint() == {"meetings": 5, "oauth": 1, "past_meetings": 3}
 
 
+@pytest.mark.parametrize(
+    ("meeting_id", "field", "value", "path"),
+    [
+        (111111111, "host_id", 12345, "/meetings/111111111"),
+        (222222222, "status", ["started"], "/meetings/222222222"),
+        (333333333, "host_id", {"id": "h"}, "/past_meetings/333333333"),
+    ],
+)
+def test_malformed_meeting_field_is_a_named_error(
+    zoom: ZoomServer, meeting_id: int, field: str, value: object, path: str
+) -> None:
+    zoom.field_overrides[meeting_id] = {field: value}
+    with pytest.raises(ZoomError) as info:
+        client(zoom).meeting(meeting_id)
+    assert str(info.value) == (
+        f"GET {path}: meeting {meeting_id}: {field} is {value!r} (expected a string)"
+    )
+
+
+def test_null_host_and_status_are_accepted(zoom: ZoomServer) -> None:
+    zoom.field_overrides[111111111] = {"host_id": None, "status": None}
+    assert client(zoom).meeting(111111111) == MeetingInfo(None, "waiting")
+
+
 @pytest.mark.parametrize("retry_after", [1, "iso"])
 def test_qps_storm_honours_retry_after(zoom: ZoomServer, retry_after: int | str) -> None:
     c = client(zoom)
