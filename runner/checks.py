@@ -79,14 +79,14 @@ def cause(exc: BaseException) -> str:
     if isinstance(exc, PermanentHttpError):
         return _status_cause(exc.status, exc.method, exc.path)
     if isinstance(exc, RetriesExhausted):
-        return _match_cause(exc.last_reason) or f"{exc.method} {exc.path}: {exc.last_reason}"
+        return cause_in_words(exc.last_reason) or f"{exc.method} {exc.path}: {exc.last_reason}"
     status = getattr(exc, "code", None)  # google.api_core exceptions carry the HTTP status
     if isinstance(status, int) and 400 <= status < 600:
         errors = getattr(exc, "errors", None) or [{}]
         said = errors[0].get("message") if isinstance(errors[0], dict) else None
         return _status_cause(status, "", _first_line(said or getattr(exc, "message", "")))
     text_ = _chain_text(exc)
-    return _match_cause(text_) or _first_line(str(exc)) or type(exc).__name__
+    return cause_in_words(text_) or _first_line(str(exc)) or type(exc).__name__
 
 
 def _status_cause(status: int, method: str, path: str) -> str:
@@ -119,7 +119,9 @@ def _chain_text(exc: BaseException) -> str:
     return " | ".join(parts)
 
 
-def _match_cause(text_: str) -> str | None:
+def cause_in_words(text_: str) -> str | None:
+    """A known network or database failure named in ``text_`` (class names, driver
+    messages), in words; None when nothing known matches."""
     return next((words for pattern, words in _CAUSES if pattern.search(text_)), None)
 
 

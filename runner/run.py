@@ -25,7 +25,9 @@ from courseinv.db.locks import LockBusy, job_lock
 from courseinv.db.migrate import migrate
 from courseinv.db.publish import PublishPolicy
 from courseinv.db.tables import data_source_status, job_run
+from courseinv.http_client.errors import HttpError, RetriesExhausted
 from courseinv.http_client.session import Stats, collect_stats
+from courseinv.runner.checks import cause_in_words
 from courseinv.runner.jobs import DataSourceStatus, JobContext, JobError, resolve_job
 from courseinv.runner.logs import job_scope, redactor
 from sqlalchemy import Engine, insert, select, update
@@ -314,8 +316,12 @@ def _http_details(http: Any) -> dict[str, Any] | None:
 def _reason(exc: BaseException) -> str:
     if is_db_error(exc):  # never SQL text or row values in job_run.reason
         return redactor()(short_db_reason(exc))[:REASON_MAX]
-    text = str(exc).strip() or type(exc).__name__
-    if not isinstance(exc, JobError):
+    if isinstance(exc, RetriesExhausted):  # the cause in words, not a chain of class names
+        words = cause_in_words(exc.last_reason) or exc.last_reason
+        text = f"{exc.method} {exc.path}: gave up after {exc.attempts} attempt(s): {words}"
+    else:
+        text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, JobError | HttpError):
         text = f"{type(exc).__name__}: {text}"
     text = redactor()(text.splitlines()[0] if len(text) > REASON_MAX else text)
     return text[:REASON_MAX]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from courseinv.db.engine import make_engine
+from courseinv.http_client.session import RetryingSession, RetryPolicy
 from courseinv.runner.cli import main
 from courseinv.runner.jobs import (
     DataSourceName,
@@ -42,10 +44,24 @@ def crashing_job(ctx: JobContext) -> list[DataSourceStatus]:
     raise RuntimeError(f"unexpected crash with {secret}")
 
 
+def unreachable_job(ctx: JobContext) -> list[DataSourceStatus]:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    session = RetryingSession(policy=RetryPolicy(max_attempts=2, backoff_base=0.01))
+    session.request("GET", f"http://127.0.0.1:{port}/api/v1/accounts/1/courses?per_page=100")
+    return []
+
+
 @pytest.fixture(autouse=True)
 def test_jobs() -> Iterator[None]:
     """The jobs these tests run, registered only while they run."""
-    jobs = {"TEST_OK": ok_job, "TEST_FAIL": failing_job, "TEST_CRASH": crashing_job}
+    jobs = {
+        "TEST_OK": ok_job,
+        "TEST_FAIL": failing_job,
+        "TEST_CRASH": crashing_job,
+        "TEST_UNREACHABLE": unreachable_job,
+    }
     for name, func in jobs.items():
         register_job(name, func)
     yield
@@ -120,6 +136,19 @@ def test_failures_are_isolated_recorded_and_exit_1(
     assert "Traceback" in captured  # the unexpected crash is logged with its traceback
     for secret in SECRETS:
         assert secret not in captured
+
+
+def test_network_failure_reason_in_words(tmp_path: Path) -> None:
+    db = tmp_path / "out.sqlite3"
+    config = write_config(tmp_path, f"sqlite:///{db}", ["TEST_UNREACHABLE"])
+    assert main(["run", "--config", str(config)]) == 1
+    engine = make_engine(f"sqlite:///{db}")
+    assert job_runs(engine)[0][1:3] == (
+        "failed",
+        "GET /api/v1/accounts/1/courses: gave up after 2 attempt(s): "
+        "connection refused (nothing listens on that port)",
+    )
+    engine.dispose()
 
 
 def test_all_jobs_succeeding_exit_0(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
