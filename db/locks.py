@@ -154,3 +154,16 @@ def _release_quietly(conn: Connection, statement: str, params: dict) -> None:
         conn.commit()
     except Exception as exc:
         log.debug("releasing a lock failed (its connection is gone): %s", exc)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a lock holder, a temp dir's owner)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from courseinv.db.locks import pid_alive
 from courseinv.db.migration_lock import MigrationLocked, migration_lock
 from courseinv.db.tables import APP_TABLES
 from sqlalchemy import Connection, Engine, inspect, text
@@ -216,19 +216,6 @@ def _stale_reason(pid: Any, ctime: Any) -> str | None:
     if pid is not None and not pid_alive(int(pid)):
         return "no such process on this host"
     return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _quote(conn: Connection, name: str) -> str:

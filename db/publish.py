@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from courseinv.db import interrupts
-from courseinv.db.locks import lock_key, mysql_lock_name, poll
+from courseinv.db.locks import lock_key, mysql_lock_name, pid_alive, poll
 from courseinv.db.tables import metadata
 from sqlalchemy import (
     Boolean,
@@ -319,19 +319,9 @@ def _sweep_dead(parent: Path) -> None:
             stale = time.time() - child.lstat().st_mtime > STALE_TEMP_S
         except FileNotFoundError:
             continue
-        if stale or not _alive(int(match[1])):
+        if stale or not pid_alive(int(match[1])):
             log.info("Removing %s, left by a publish that did not finish", child)
             shutil.rmtree(child, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stage_table(table: Table, staged: set[str], token: str, target: MetaData) -> Table:
