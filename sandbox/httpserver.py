@@ -357,8 +357,11 @@ def _make_handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             for name, value in response.headers.items():
                 if name.lower() not in ("content-type", "content-length"):
                     self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+                self.close_connection = True
 
         def _reset(self) -> None:
             # SO_LINGER with timeout 0 makes close() send RST: the client sees
