@@ -153,8 +153,15 @@ class AdaptiveLimiter:
         self._r_min = leak_rate / 10
         self._r_samples: deque[float] = deque(maxlen=9)
         self._room: float | None = None
-        self._rem: float | None = None  # the account of room left at _t_obs (None: unknown)
+        self._level: float | None = None  # the bucket's level at _t_obs (None: unknown)
+        self._others = 0.0  # reservations held by other clients on the token
         self._t_obs = 0.0
+        self._release_times: deque[float] = deque(maxlen=16)
+        self._steps: deque[int] = deque(maxlen=32)  # reservations unseen by recent readings
+        self._prev: tuple[float, float] | None = None  # (reading, level) of the last answer
+        self._u_steps: deque[float] = deque(maxlen=15)  # one-reservation reading steps
+        self._drift: tuple[float, float] | None = None  # (since, level corrections) for r
+        self._spread = 0.0  # typical size of the level's error (moving average)
         self._cost = 0.0
         self._cum_cost = 0.0
         self._lone: tuple[float, float, float] | None = None  # (t, R, cum cost) alone
@@ -194,9 +201,6 @@ class AdaptiveLimiter:
             seq = next(self._seq)
             self._local.ticket = _Ticket(seq, now, self._releases, alone=not self._in_flight)
             self._in_flight[seq] = now
-            if self._rem is not None:
-                self._advance(now)
-                self._rem -= self._u
             if self._batch is not None:
                 self._batch.sent += 1
 
@@ -215,6 +219,7 @@ class AdaptiveLimiter:
                 self._batch_answer(response, throttled, ticket)
             finally:
                 self._releases += 1
+                self._release_times.append(self._clock())
                 self._probed = True
                 self._cond.notify_all()
             if self._failed is not None:
@@ -264,9 +269,9 @@ class AdaptiveLimiter:
         remaining = _float(response.headers.get(self.remaining_header))
         if remaining is None:  # not metered this way: the ceiling alone applies
             return
-        if self._rem is not None:  # its reservation back, its cost charged
+        if self._level is not None:  # its cost charged (its reservation left with it)
             self._advance(now)
-            self._rem += self._u - cost
+            self._level += cost
         if self.min_remaining is None or remaining < self.min_remaining:
             self.min_remaining = remaining
         if lone:
@@ -278,17 +283,83 @@ class AdaptiveLimiter:
         self._observe(now, remaining)
 
     def _observe(self, now: float, remaining: float) -> None:
-        """Correct the account with a reading (see the module docstring)."""
-        # Requests sent in the last fifth of a typical response time may not have
-        # reached the server when this reading was taken: count them as not in it.
-        recent = 0.2 * (statistics.median(self._durations) if self._durations else 0.0)
-        unseen = sum(1 for sent in self._in_flight.values() if sent >= now - recent)
-        remaining -= unseen * self._u
-        if self._rem is None or remaining <= self._rem:
-            self._rem = remaining
-        else:
-            self._rem += 0.2 * (remaining - self._rem)
+        """Correct the model with a reading (see the module docstring)."""
         self._t_obs = now
+        n = len(self._in_flight)
+        if self._level is None:
+            self._level = max(0.0, self._cap() - remaining - self._u * n)
+            self._prev = (remaining, self._level)
+            return
+        self._learn_up_front(remaining)
+        before = self._level
+        gap = remaining - self._remaining(now)
+        u = max(self._u, 1e-9)
+        steps = round(gap / u)  # whole reservations the reading saw fewer of than we hold
+        if steps < 0:
+            # More reservations than ours in flight: answers processed out of order
+            # (requests of ours released after this reading), else another client's.
+            self._others += -min(0, steps + self._released_since(now)) * u
+            steps = 0
+        elif n == 0 and gap > 0:  # none of ours unseen: the others' or the level's
+            freed = min(self._others, gap)
+            self._others -= freed
+            self._level = max(0.0, self._level - (gap - freed))
+            self._steps.clear()
+            self._after_observe(now, remaining, before)
+            return
+        elif steps > 0:
+            freed = min(self._others, steps * u)
+            self._others -= freed
+            steps -= round(freed / u)
+        # What is left after whole reservations is the level's error: followed part of
+        # the way (a reading is a little stale), faster up than down.
+        error = round(gap / u) * u - gap
+        self._spread = 0.9 * self._spread + 0.1 * abs(error)
+        self._level = max(0.0, self._level + error * (0.5 if error > 0 else 0.25))
+        # Every recent reading saw fewer reservations than ours: the level is too high
+        # by whole reservations (a lone reading would show it; none may come).
+        self._steps.append(steps)
+        if len(self._steps) == self._steps.maxlen and min(self._steps) > 0:
+            self._level = max(0.0, self._level - min(self._steps) * u)
+            self._steps.clear()
+        self._after_observe(now, remaining, before)
+
+    def _after_observe(self, now: float, remaining: float, before: float) -> None:
+        """Remember the reading; the level's corrections measure the leak's error."""
+        assert self._level is not None
+        self._prev = (remaining, self._level)
+        if not self.learn or self._level < 2 * self._u:  # nearly empty: leak not seen
+            self._drift = None
+            return
+        if self._drift is None:
+            self._drift = (now, 0.0)
+            return
+        since, corrections = self._drift
+        corrections += self._level - before
+        if now - since < self.leak_window:
+            self._drift = (since, corrections)
+            return
+        sample = self._r - corrections / (now - since)
+        log.debug("leak sample %.2f from the level's drift over %.2fs", sample, now - since)
+        self._add_leak_sample(sample)
+        self._drift = (now, 0.0)
+
+    def _learn_up_front(self, remaining: float) -> None:
+        """``u`` from readings one reservation apart (see the module docstring)."""
+        if not self.learn or self._prev is None or not self._u_samples or self._batch:
+            return
+        assert self._level is not None
+        reading, level = self._prev
+        step = abs(remaining - reading + self._level - level)
+        if 0.6 * self._u <= step <= 1.4 * self._u:
+            self._u_steps.append(step)
+            if len(self._u_steps) >= 5:
+                self._u = max(self._u_floor, statistics.median(self._u_steps))
+
+    def _released_since(self, now: float) -> int:
+        """Releases recent enough to postdate the reading being processed."""
+        window = 0.2 * (statistics.median(self._durations) if self._durations else 0.0)
+        return sum(1 for t in self._release_times if t >= now - window) - 1  # minus this one
 
     def _refused(self, response: requests.Response, lone: bool) -> None:
         now = self._clock()
@@ -301,9 +372,8 @@ class AdaptiveLimiter:
         if remaining is None:  # e.g. a gateway's own 429: the session's backoff waits
             log.info("throttled: concurrency ceiling now %d", int(self._ceiling))
             return
-        if self._rem is not None:
+        if self._level is not None:
             self._advance(now)
-            self._rem += self._u  # the reservation is released
         predicted = self._remaining(now)
         surprised = predicted != float("inf") and predicted >= self._need()
         if remaining > 0:
@@ -312,7 +382,9 @@ class AdaptiveLimiter:
                 self._u = max(self._u, remaining)
             self._observe(now, remaining)
         else:  # older Canvas: 0.0 only says that this reservation did not fit
-            self._observe(now, min(predicted, self._u) - self._margin())
+            fits = self._level_fitting(min(predicted, self._u) - self._margin())
+            self._level = max(self._level or 0.0, fits)
+            self._t_obs = now
         if self.learn and surprised and not lone:
             self._r = max(self._r_min, self._r * 0.8)
         self._lone = None
@@ -364,7 +436,7 @@ class AdaptiveLimiter:
             return False
         if self._refused_last:  # first let an answer show that the bucket has room
             return False
-        if self._rem is None:
+        if self._level is None:
             return False
         margin = self._margin()
         if not self._u_samples:
@@ -392,9 +464,12 @@ class AdaptiveLimiter:
             return
         sample = (remaining - r0 + self._cum_cost - c0) / (now - t0)
         log.debug("leak sample %.2f over %.2fs", sample, now - t0)
+        self._add_leak_sample(sample)
+        self._lone = (now, remaining, self._cum_cost)
+
+    def _add_leak_sample(self, sample: float) -> None:
         self._r_samples.append(max(self._r_min, sample))
         self._r = max(self._r_min, statistics.median(self._r_samples))
-        self._lone = (now, remaining, self._cum_cost)
 
     def _grow_ceiling(self) -> None:
         if self._slow_start:
@@ -430,23 +505,30 @@ class AdaptiveLimiter:
         return self._room if self._room is not None else CANVAS_HIGH_WATER
 
     def _advance(self, now: float) -> None:
-        """Apply the leak since the last update to the account."""
-        assert self._rem is not None
-        growth = self._r * max(0.0, now - self._t_obs)
-        self._rem += min(growth, max(0.0, self._cap() - self._rem))
+        """Apply the leak since the last update to the level."""
+        assert self._level is not None
+        self._level = self._level_at(now)
         self._t_obs = now
 
+    def _level_at(self, now: float) -> float:
+        assert self._level is not None
+        return max(0.0, self._level - self._r * max(0.0, now - self._t_obs))
+
+    def _level_fitting(self, remaining: float) -> float:
+        """The level at which ``_remaining`` would be ``remaining`` now."""
+        return self._cap() - remaining - self._u * len(self._in_flight) - self._others
+
     def _remaining(self, now: float) -> float:
-        """Estimated room now (see the module docstring)."""
-        if self._rem is None:
+        """Estimated room now: room - level - our reservations - others' (see above)."""
+        if self._level is None:
             return float("inf")
-        growth = self._r * max(0.0, now - self._t_obs)
-        return self._rem + min(growth, max(0.0, self._cap() - self._rem))
+        held = self._u * len(self._in_flight) + self._others
+        return self._cap() - self._level_at(now) - held
 
     def _margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        return max(1.0, 0.5 * self._u) + 2 * self._cost
+        return max(1.0, 0.25 * self._u) + 2 * self._cost + 2 * self._spread
 
     def _need(self) -> float:
         """Room needed to admit one more request."""
@@ -468,15 +550,11 @@ class AdaptiveLimiter:
         need = self._need()
         if rem >= need:
             return 0.0
-        if n == 0 and self._rem is not None:
-            # Alone: wait as long as the leak needs to make room for one request, even
-            # past what the bucket was thought to hold (it may be larger).
-            rem = self._rem + self._r * max(0.0, now - self._t_obs)
-            if rem >= need:
-                return 0.0
+        if n == 0 and self._level is not None and self._level_at(now) <= 0.0:
+            return 0.0  # alone on a bucket thought empty: ask it (it may be larger)
         # A release may come first; alone, re-measure with one request after MAX_PAUSE.
         wait = (need - rem) / self._r
-        if n == 0 and self._rem is not None and now - self._t_obs + wait > MAX_PAUSE:
+        if n == 0 and self._level is not None and now - self._t_obs + wait > MAX_PAUSE:
             wait = max(0.0, self._t_obs + MAX_PAUSE - now)
             if wait == 0.0:
                 return 0.0
