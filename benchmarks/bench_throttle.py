@@ -1,6 +1,6 @@
 """The learning throttle limiter on four Canvas throttle profiles, against the floor.
 
-Usage: python benchmarks/bench_throttle.py [--requests 2000] [--latency-ms 20]
+Usage: python benchmarks/bench_throttle.py [--requests 1200] [--latency-ms 50]
            [--workers 8] [--profiles default,small-fast,large-slow,shared] [--no-fixed] [-v]
 
 For each profile of ``sandbox.canvas.THROTTLE_PROFILES`` (current Canvas defaults; a
@@ -12,7 +12,9 @@ fetches ``--requests`` courses with ``--workers`` threads, each run on a fresh t
 
 * learning   ``CanvasClient.map`` with the default ``AdaptiveLimiter`` (learns the bucket).
 * fixed-par  the same limiter with learning off: Canvas's default parameters assumed
-             (up-front 50, leak 10/s), which is how the limiter behaved before issue 11.
+             (up-front 50, leak 10/s), as the limiter did before issue 11 (only the room is
+             read from the first answer). On small-fast (room 60) it can only send one
+             request at a time: about 100 s at the defaults.
 * fixed-conc the same threads over the plain ``RetryingSession`` (retries, throttled
              requests retried with backoff and jitter) with no limiter: a fixed-concurrency
              client that only backs off after a refusal.
@@ -21,14 +23,15 @@ fetches ``--requests`` courses with ``--workers`` threads, each run on a fresh t
              other client leaves (leak - its average drain).
 
 Columns: wall seconds, requests answered, refusals (403/429 sent by the sandbox), refusals
-per 1,000 requests, and wall / floor. Goal for ``learning``: <= 1.3 x floor and <= 1
-refusal per 1,000 on every profile.
+per 1,000 requests, and wall / floor; the load average before and after the run. Goal for
+``learning``: <= 1.3 x floor and <= 1 refusal per 1,000 on every profile.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -125,8 +128,8 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--requests", type=int, default=1200)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--profiles", default=",".join(THROTTLE_PROFILES))
     parser.add_argument("--no-fixed", action="store_true", help="only the learning limiter")
@@ -143,7 +146,8 @@ def main() -> None:
     if not args.no_fixed:
         clients += [("fixed-par", fixed_parameters), ("fixed-conc", fixed_concurrency)]
     print(
-        f"{args.requests} requests, latency {args.latency_ms:g} ms, {args.workers} workers\n"
+        f"{args.requests} requests, latency {args.latency_ms:g} ms, {args.workers} workers, "
+        f"load average {_load()}\n"
         f"{'profile':<11} {'floor s':>8}  "
         + "  ".join(
             f"{name + ' s':>13} {'ok':>5} {'ref':>5} {'/1000':>6} {'xfloor':>6}"
@@ -163,6 +167,11 @@ def main() -> None:
                     f"{run.per_mille():>6.2f} {run.seconds / floor:>6.2f}"
                 )
         print(f"{name:<11} {floor:>8.2f}  " + "  ".join(cells), flush=True)
+    print(f"load average {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ class AdaptiveLimiter:
         elif n == 0 and gap > 0:  # none of ours unseen: the others' or the level's
             freed = min(self._others, gap)
             self._others -= freed
-            self._level = max(0.0, self._level - (gap - freed))
+            self._lower_level(gap - freed)
             self._steps.clear()
             self._after_observe(now, remaining, before)
             return
@@ -320,9 +320,18 @@ class AdaptiveLimiter:
         # by whole reservations (a lone reading would show it; none may come).
         self._steps.append(steps)
         if len(self._steps) == self._steps.maxlen and min(self._steps) > 0:
-            self._level = max(0.0, self._level - min(self._steps) * u)
+            self._lower_level(min(self._steps) * u)
             self._steps.clear()
         self._after_observe(now, remaining, before)
+
+    def _lower_level(self, amount: float) -> None:
+        """Lower the level by a sure amount; below empty, the bucket is larger than thought
+        (first measured while another client had partly filled it)."""
+        assert self._level is not None
+        self._level -= amount
+        if self._level < 0.0 and self._room is not None:
+            self._room -= self._level
+        self._level = max(0.0, self._level)
 
     def _after_observe(self, now: float, remaining: float, before: float) -> None:
         """Remember the reading; the level's corrections measure the leak's error."""
@@ -528,7 +537,7 @@ class AdaptiveLimiter:
     def _margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        return max(1.0, 0.25 * self._u) + 2 * self._cost + 2 * self._spread
+        return max(1.0, 0.1 * self._u) + 2 * self._cost + 2 * self._spread
 
     def _need(self) -> float:
         """Room needed to admit one more request."""

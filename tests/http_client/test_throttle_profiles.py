@@ -31,20 +31,7 @@ def institution() -> Institution:
     return Institution.generate(SPEC)
 
 
-KNOWN_WEAK = pytest.mark.xfail(
-    strict=False,
-    reason="known weakness (reported): on a loaded machine 0-6 refusals per 1,000 were "
-    "measured on these two profiles (goal: at most 1); data stays exact",
-)
-
-
-@pytest.mark.parametrize(
-    "profile",
-    [
-        pytest.param(p, marks=KNOWN_WEAK) if p in ("large-slow", "small-fast") else p
-        for p in THROTTLE_PROFILES
-    ],
-)
+@pytest.mark.parametrize("profile", list(THROTTLE_PROFILES))
 def test_every_profile_exact_data_and_rare_refusals(institution: Institution, profile: str) -> None:
     spec = THROTTLE_PROFILES[profile]
     live = [c for c in institution.courses if c.workflow_state != "deleted"]
