@@ -10,45 +10,58 @@ flight included. Canvas's defaults are ``u`` = 50, ``r`` = 10/s, high-water mark
 (maximum 800), but an administrator can change each of them, so this limiter only
 *starts* from them and learns the bucket from the responses.
 
-The model keeps an account ``R`` of the room left: it grows by ``r`` per second (up to
-the ``room`` of an empty bucket), each request sent takes ``u`` off, each answer gives
-``u`` back and takes its cost off. Every answer's reported remaining corrects the
-account: a lower reading is believed at once (another client, a wrong estimate), a
-higher one moves it a fifth of the way (answers can be processed out of order). A
-reading may predate requests that had not reached the server yet: requests sent in the
-last fifth of a typical response time are taken off it. One more request is admitted
-while ``R - u >= margin`` (``margin`` = half of ``u``, at least 1, plus twice the
-cost). So requests are sent while the bucket can take their reservation; as it fills,
-fewer are in flight, down to one at a time and then a pause of ``(u + margin - R) /
-r`` (at most ``MAX_PAUSE``: then one request measures the bucket again); as it
-drains, more again (up to ``max_concurrency``).
+The model: ``remaining = room - L - u * n - others``, where ``L`` is the bucket's level
+(leaking ``r`` per second down to 0, plus each answer's cost), ``n`` our requests in
+flight (each counted from the moment it is admitted) and ``others`` the reservations
+other clients on the token hold. One more request is admitted while ``remaining - u >=
+margin`` (``margin`` = a tenth of ``u``, at least 1, plus twice the cost, plus twice the
+typical error of ``L``). So requests are sent while the bucket can take their
+reservation; as it fills, fewer are in flight, down to one at a time and then a pause of
+``(u + margin - remaining) / r`` (at most ``MAX_PAUSE``: then one request measures the
+bucket again); as it drains, more again (up to ``max_concurrency``).
+
+Every answer's ``X-Rate-Limit-Remaining`` corrects the model. A reading is taken when the
+server finished that request, a few milliseconds before we read it: requests of ours sent
+since then are not in it, requests that finished since then still are. Those differences
+are whole reservations, so ``gap = reading - remaining`` is split into whole ``u``s and a
+rest (``|rest| <= u / 2``): the rest is the error of ``L``, followed half way when the
+level is higher than thought and a quarter way when lower. Whole reservations more than
+ours (beyond answers released since the reading) are another client's: ``others`` rises
+at once, and falls as readings show them gone. A reading taken with nothing of ours in
+flight is exact. If 32 readings in a row all saw fewer reservations than ours, ``L`` was
+too high by whole reservations and is lowered (with nothing of ours in flight no such
+reading may come). A level that would fall below empty on such sure evidence means the
+room is larger than first measured (another client had partly filled the bucket).
 
 How each parameter is learned (all from the responses themselves):
 
-- ``room`` (the high-water mark seen from an empty bucket): the largest ``R`` reported
-  while nothing else of ours was in flight (the first request is sent alone).
-- ``u`` (up-front charge): calibration batches at the start. After the lone first
-  request, a batch of 2 (then two of up to 4) requests is sent together and nothing more
-  until all have answered: the first answer is measured while the other ``m - 1`` still
-  hold their reservations, the last one while none does, so ``u ~ (R_last - R_first) /
-  (m - 1)`` (plus the leak during the first answer's time in flight, which eats into
-  the reservations); the largest sample is kept, as a batch can only under-count.
-  A request refused while alone proves ``u >= R`` of its response and raises ``u``.
-- ``r`` (leak rate): between answers received with nothing else of ours in flight, at
-  least ``leak_window`` seconds apart, while the bucket is not empty:
-  ``(R_now - R_then + costs charged in between) / elapsed``; the median of recent
-  samples. Another client draining the same token makes it smaller, so the limiter
-  waits longer instead of hammering the bucket. A refusal the model did not predict
-  lowers ``r`` by a fifth. (``r`` only matters when nothing of ours is in flight.)
+- ``room`` (the high-water mark seen from an empty bucket): the largest reading taken
+  while nothing else of ours was in flight (the first request is sent alone), raised as
+  above when the bucket proves larger.
+- ``u`` (up-front charge): first from calibration batches at the start. After the lone
+  first request, a batch of 2 (then two of up to 4) requests is sent together and nothing
+  more until all have answered: the first answer is measured while the other ``m - 1``
+  still hold their reservations, the last one while none does, so ``u ~ (R_last -
+  R_first) / (m - 1)`` (plus the leak during the first answer's time in flight); the
+  largest sample is kept, as a batch can only under-count. Then, for good, from the
+  readings themselves: two consecutive readings differ by the level's change (known to
+  the model) plus whole reservations, so a difference within 40% of ``u`` measures one
+  reservation; ``u`` is the median of the last 15. A request refused while alone proves
+  ``u >= R`` of its response and raises ``u``.
+- ``r`` (leak rate): over at least ``leak_window`` seconds while the bucket is not nearly
+  empty, ``r - (corrections the readings made to L) / elapsed``; also between answers
+  received with nothing else of ours in flight, ``(R_now - R_then + costs charged in
+  between) / elapsed``; the median of recent samples. Another client draining the same
+  token makes it smaller, so the limiter waits longer instead of hammering the bucket.
+  A refusal the model did not predict lowers ``r`` by a fifth.
 - ``cost``: a moving average of ``X-Request-Cost``.
 
 Refusals: the refused response's ``X-Rate-Limit-Remaining`` (current Canvas reports the
-real value; older releases ``0.0``) resets ``R``; an AIMD ``ceiling`` halves (and
-regrows by ``1/ceiling`` per answer) against a wrong model; the session's own
-throttle backoff applies. Another client's requests on the same token show up as a
-lower ``R`` in every answer, so the limiter leaves them the room they take. Without
-any remaining header (other APIs) only the ceiling applies, i.e. a plain semaphore of
-``max_concurrency``.
+real value) corrects the model like any reading; ``0.0`` (older releases) only says that
+one reservation did not fit, so ``L`` is raised until it does not. An AIMD ``ceiling``
+halves (and regrows by ``1/ceiling`` per answer) against a wrong model; the session's
+own throttle backoff applies. Without any remaining header (other APIs) only the ceiling
+applies, i.e. a plain semaphore of ``max_concurrency``.
 
 Impossible throttles (issue 14): if requests sent one at a time keep being refused while
 the reported remaining does not change over at least two seconds (the bucket is empty
