@@ -15,7 +15,8 @@ The model: ``remaining = room - L - u * n - others``, where ``L`` is the bucket'
 flight (each counted from the moment it is admitted) and ``others`` the reservations
 other clients on the token hold. One more request is admitted while ``remaining - u >=
 margin`` (``margin`` = a tenth of ``u``, at least 1, plus twice the cost, plus twice the
-typical error of ``L``). So requests are sent while the bucket can take their
+typical error of ``L``, plus a quarter of ``u`` per request in flight until ``u`` has
+been measured from the readings). So requests are sent while the bucket can take their
 reservation; as it fills, fewer are in flight, down to one at a time and then a pause of
 ``(u + margin - remaining) / r`` (at most ``MAX_PAUSE``: then one request measures the
 bucket again); as it drains, more again (up to ``max_concurrency``).
@@ -550,7 +551,10 @@ class AdaptiveLimiter:
     def _margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        return max(1.0, 0.1 * self._u) + 2 * self._cost + 2 * self._spread
+        margin = max(1.0, 0.1 * self._u) + 2 * self._cost + 2 * self._spread
+        if self.learn and len(self._u_steps) < 5:  # u from calibration only: +-25%
+            margin += 0.25 * self._u * len(self._in_flight)
+        return margin
 
     def _need(self) -> float:
         """Room needed to admit one more request."""
