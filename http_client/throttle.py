@@ -14,8 +14,8 @@ The model: ``remaining = room - L - u * n - others``, where ``L`` is the bucket'
 (leaking ``r`` per second down to 0, plus each answer's cost), ``n`` our requests in
 flight (each counted from the moment it is admitted) and ``others`` the reservations
 other clients on the token hold. One more request is admitted while ``remaining - u >=
-margin`` (``margin`` = a tenth of ``u``, at least 1, plus twice the cost, plus twice the
-typical error of ``L``, plus a quarter of ``u`` per request in flight until ``u`` has
+margin`` (``margin`` = a tenth of ``u``, at least 1, plus four times the cost, plus three
+times the typical error of ``L``, plus a quarter of ``u`` per request in flight until ``u`` has
 been measured from the readings). So requests are sent while the bucket can take their
 reservation; as it fills, fewer are in flight, down to one at a time and then a pause of
 ``(u + margin - remaining) / r`` (at most ``MAX_PAUSE``: then one request measures the
@@ -29,10 +29,11 @@ rest (``|rest| <= u / 2``): the rest is the error of ``L``, followed half way wh
 level is higher than thought and a quarter way when lower. Whole reservations more than
 ours (beyond answers released since the reading) are another client's: ``others`` rises
 at once, and falls as readings show them gone. A reading taken with nothing of ours in
-flight is exact. If 32 readings in a row all saw fewer reservations than ours, ``L`` was
-too high by whole reservations and is lowered (with nothing of ours in flight no such
-reading may come). A level that would fall below empty on such sure evidence means the
-room is larger than first measured (another client had partly filled the bucket).
+flight is exact (a level it puts below empty means the room is larger than first
+measured: another client had partly filled the bucket). Whole reservations fewer than
+ours are never credited: under load a reading commonly misses one of ours, and taking
+that for a lower level cost refusals on a small bucket; the model errs towards a fuller
+bucket until a reading with nothing of ours in flight.
 
 How each parameter is learned (all from the responses themselves):
 
@@ -171,7 +172,6 @@ class AdaptiveLimiter:
         self._others = 0.0  # reservations held by other clients on the token
         self._t_obs = 0.0
         self._release_times: deque[float] = deque(maxlen=16)
-        self._steps: deque[int] = deque(maxlen=32)  # reservations unseen by recent readings
         self._prev: tuple[float, float] | None = None  # (reading, level) of the last answer
         self._u_steps: deque[float] = deque(maxlen=15)  # one-reservation reading steps
         self._drift: tuple[float, float] | None = None  # (since, level corrections) for r
@@ -313,29 +313,19 @@ class AdaptiveLimiter:
             # More reservations than ours in flight: answers processed out of order
             # (requests of ours released after this reading), else another client's.
             self._others += -min(0, steps + self._released_since(now)) * u
-            steps = 0
         elif n == 0 and gap > 0:  # none of ours unseen: the others' or the level's
             freed = min(self._others, gap)
             self._others -= freed
             self._lower_level(gap - freed)
-            self._steps.clear()
             self._after_observe(now, remaining, before)
             return
-        elif steps > 0:
-            freed = min(self._others, steps * u)
-            self._others -= freed
-            steps -= round(freed / u)
+        elif steps > 0:  # ours not yet (or no longer) seen, or others' gone
+            self._others = max(0.0, self._others - steps * u)
         # What is left after whole reservations is the level's error: followed part of
         # the way (a reading is a little stale), faster up than down.
         error = round(gap / u) * u - gap
         self._spread = 0.9 * self._spread + 0.1 * abs(error)
         self._level = max(0.0, self._level + error * (0.5 if error > 0 else 0.25))
-        # Every recent reading saw fewer reservations than ours: the level is too high
-        # by whole reservations (a lone reading would show it; none may come).
-        self._steps.append(steps)
-        if len(self._steps) == self._steps.maxlen and min(self._steps) > 0:
-            self._lower_level(min(self._steps) * u)
-            self._steps.clear()
         self._after_observe(now, remaining, before)
 
     def _lower_level(self, amount: float) -> None:
@@ -551,7 +541,7 @@ class AdaptiveLimiter:
     def _margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        margin = max(1.0, 0.1 * self._u) + 2 * self._cost + 2 * self._spread
+        margin = max(1.0, 0.1 * self._u) + 4 * self._cost + 3 * self._spread
         if self.learn and len(self._u_steps) < 5:  # u from calibration only: +-25%
             margin += 0.25 * self._u * len(self._in_flight)
         return margin
