@@ -21,6 +21,10 @@ fetches ``--requests`` courses with ``--workers`` threads, each run on a fresh t
 * floor      max(requests x latency / workers, (requests x cost - room) / leak), where
              room is the high-water mark and, for the shared bucket, leak is what the
              other client leaves (leak - its average drain).
+* bound      the best any client can do with exact knowledge of the bucket and no
+             per-request overhead: a millisecond-step simulation that keeps as many of
+             the workers busy as the reservations allow (``level + u x in flight`` under
+             the mark). Above the floor where up-front charges, not the leak, limit.
 
 Columns: wall seconds, requests answered, refusals (403/429 sent by the sandbox), refusals
 per 1,000 requests, and wall / floor; the load average before and after the run. Goal for
@@ -68,6 +72,32 @@ def floor_seconds(spec: ThrottleSpec, requests: int, latency_s: float, workers: 
         leak -= spec.competitor.rate * spec.competitor.duty
     cost = spec.cost
     return max(requests * latency_s / workers, (requests * cost - spec.capacity) / leak)
+
+
+def bound_seconds(spec: ThrottleSpec, requests: int, latency_s: float, workers: int) -> float:
+    """Ideal schedule: start a request whenever the bucket can hold its reservation."""
+    step, t, level, started = 0.001, 0.0, 0.0, 0
+    ends: list[float] = []
+    done = 0
+    comp = spec.competitor
+    while done < requests:
+        active = comp is not None and comp.active(t)
+        others = comp.in_flight * spec.up_front if comp is not None and active else 0.0
+        while ends and ends[0] <= t:
+            ends.pop(0)
+            done += 1
+            level += spec.cost
+        while (
+            started < requests
+            and len(ends) < workers
+            and level + others + spec.up_front * (len(ends) + 1) < spec.capacity
+        ):
+            ends.append(t + latency_s)
+            started += 1
+        drain = comp.rate if comp is not None and active else 0.0
+        level = min(spec.maximum, max(0.0, level + (drain - spec.leak_per_s) * step))
+        t += step
+    return t
 
 
 def learning(server: CanvasProcess, ids: list[int], workers: int) -> list[int]:
@@ -148,7 +178,7 @@ def main() -> None:
     print(
         f"{args.requests} requests, latency {args.latency_ms:g} ms, {args.workers} workers, "
         f"load average {_load()}\n"
-        f"{'profile':<11} {'floor s':>8}  "
+        f"{'profile':<11} {'floor s':>8} {'bound s':>8}  "
         + "  ".join(
             f"{name + ' s':>13} {'ok':>5} {'ref':>5} {'/1000':>6} {'xfloor':>6}"
             for name, _ in clients
@@ -157,6 +187,7 @@ def main() -> None:
     for name in args.profiles.split(","):
         spec = THROTTLE_PROFILES[name]
         floor = floor_seconds(spec, args.requests, args.latency_ms / 1000, args.workers)
+        bound = bound_seconds(spec, args.requests, args.latency_ms / 1000, args.workers)
         cells = []
         latency = Latency(args.latency_ms)
         with CanvasProcess(inst_spec, throttle=spec, latency=latency) as server:
@@ -166,7 +197,7 @@ def main() -> None:
                     f"{run.seconds:>13.2f} {run.answered:>5} {run.refused:>5} "
                     f"{run.per_mille():>6.2f} {run.seconds / floor:>6.2f}"
                 )
-        print(f"{name:<11} {floor:>8.2f}  " + "  ".join(cells), flush=True)
+        print(f"{name:<11} {floor:>8.2f} {bound:>8.2f}  " + "  ".join(cells), flush=True)
     print(f"load average {_load()}")
 
 
