@@ -240,8 +240,19 @@ def _consumer_main(mode: str, args: tuple, out: Any) -> None:
     started = time.perf_counter()
     result = CONSUMERS[mode](*args)
     result["seconds"] = time.perf_counter() - started
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     out.put(result)
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that over
+    from the parent across fork + exec, so every consumer would show the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -331,7 +342,8 @@ def main() -> int:
             rate = result["messages"] / result["seconds"]
             print(
                 f"  {mode:<9} {result['messages']:>8,} messages in {result['seconds']:7.1f} s "
-                f"= {rate:8.1f}/s  peak RSS {result['peak_rss_mb']:6.0f} MB",
+                f"= {rate:8.1f}/s  peak RSS {result['peak_rss_mb']:6.0f} MB  "
+                f"CPU {1000 * result['cpu_seconds'] / result['messages']:.2f} ms/message",
                 flush=True,
             )
     _table(results)

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from courseinv.db.tables import live_event
 from courseinv.http_client.progress import Progress
+from courseinv.live_events.feed import Feed
 from courseinv.live_events.parse import read_events
 from courseinv.live_events.sqs import SQS_BATCH, Message, Queue, QueueUnavailable
 from courseinv.live_events.store import BatchResult, store_batch
@@ -32,7 +32,8 @@ from courseinv.runner.jobs import DataSourceName, DataSourceStatus, JobContext, 
 from sqlalchemy import Engine, func, select
 
 DEFAULT_BATCH_MESSAGES = 500
-RECEIVERS = 3  # receive calls in flight at once while a batch is gathered
+RECEIVERS = 6  # receive calls in flight at once (as the benchmark's server ceiling)
+DELETERS = 3  # delete calls in flight at once
 
 log = logging.getLogger(__name__)
 
@@ -116,42 +117,45 @@ def drain(
 ) -> DrainTotals:
     """Receive, store and delete batches until the queue is empty or ``max_messages``.
 
-    Pipelined: while one batch is being stored, the next is received (``RECEIVERS``
-    receive calls in flight) and the previous one (already committed) is deleted, on
-    helper threads (boto3 clients are thread-safe). A batch is deleted only after its
-    own commit.
+    Pipelined: ``RECEIVERS`` threads keep receive calls in flight (``Feed``) while this
+    thread stores one batch at a time; a batch's deletes (10 per call) run on
+    ``DELETERS`` threads after its own commit, overlapping the next batch. Whatever was
+    received but not stored when a store or a receive fails is made visible again.
     """
     totals = DrainTotals()
     with (
-        ThreadPoolExecutor(2, thread_name_prefix="sqs") as pool,
-        ThreadPoolExecutor(RECEIVERS, thread_name_prefix="sqs-receive") as receivers,
+        ThreadPoolExecutor(DELETERS, thread_name_prefix="sqs-delete") as deleters,
         Progress("LIVE_EVENTS messages", None, logger=logger) as progress,
     ):
-        first = min(batch_messages, max_messages)
-        ahead: Future | None = pool.submit(_collect, queue, first, receivers)
-        deleting: Future | None = None
-        taken = 0
-        while ahead is not None:
-            batch, drained = ahead.result()
-            taken += len(batch)
-            room = min(batch_messages, max_messages - taken)
-            more = not drained and room > 0
-            ahead = pool.submit(_collect, queue, room, receivers) if more else None
-            if not batch:
-                continue
+        deletes: list[Future[int]] = []
+        feed = Feed(queue, max_messages=max_messages, receivers=RECEIVERS, buffer=batch_messages)
+        with feed:
             try:
-                result = _store(queue, engine, batch)
-            except Exception:
-                _release_ahead(queue, ahead)
-                raise
-            if deleting is not None:
-                _deleted(deleting.result(), logger, totals)
-            deleting = pool.submit(queue.delete, batch)
-            totals.add(len(batch), result, 0)
-            progress.advance(len(batch))
-        if deleting is not None:
-            _deleted(deleting.result(), logger, totals)
+                for batch in feed.batches(batch_messages):
+                    result = _store(queue, engine, batch)
+                    deletes.extend(
+                        deleters.submit(queue.delete, batch[i : i + SQS_BATCH])
+                        for i in range(0, len(batch), SQS_BATCH)
+                    )
+                    totals.add(len(batch), result, 0)
+                    progress.advance(len(batch))
+                    deletes = _settled(deletes, logger, totals)
+            finally:
+                _release(queue, feed.close())
+        for future in deletes:
+            _deleted(future.result(), logger, totals)
     return totals
+
+
+def _settled(deletes: list[Future[int]], logger: logging.Logger, totals: DrainTotals) -> list:
+    """Count the finished deletes (raising their failure); return the ones still running."""
+    running = []
+    for future in deletes:
+        if future.done():
+            _deleted(future.result(), logger, totals)
+        else:
+            running.append(future)
+    return running
 
 
 def _deleted(not_deleted: int, logger: logging.Logger, totals: DrainTotals) -> None:
@@ -160,31 +164,14 @@ def _deleted(not_deleted: int, logger: logging.Logger, totals: DrainTotals) -> N
         totals.not_deleted += not_deleted
 
 
-def _release_ahead(queue: Queue, ahead: Future | None) -> None:
-    """The batch received ahead of a failed one goes back to the queue too."""
-    if ahead is None:
+def _release(queue: Queue, messages: list[Message]) -> None:
+    """Messages received but not stored go back to the queue at once."""
+    if not messages:
         return
     try:
-        batch, _ = ahead.result()
-        if batch:
-            queue.release(batch)
+        queue.release(messages)
     except QueueUnavailable as error:
-        log.warning("LIVE_EVENTS: could not release the next batch: %s", error)
-
-
-def _collect(queue: Queue, room: int, receivers: ThreadPoolExecutor) -> tuple[list[Message], bool]:
-    """Up to ``room`` messages, from up to ``RECEIVERS`` receive calls at a time (SQS
-    answers each with at most 10); ``drained`` when a long poll found nothing."""
-    batch: list[Message] = []
-    while len(batch) < room:
-        wanted = room - len(batch)
-        limits = [min(SQS_BATCH, wanted - i) for i in range(0, wanted, SQS_BATCH)][:RECEIVERS]
-        replies = list(receivers.map(partial(queue.receive, wait=not batch), limits))
-        for got in replies:
-            batch.extend(got)
-        if not all(replies):  # the queue ran short: store what we have
-            return batch, not batch
-    return batch, False
+        log.warning("LIVE_EVENTS: could not release %d messages: %s", len(messages), error)
 
 
 def _store(queue: Queue, engine: Engine, batch: list[Message]) -> BatchResult:
@@ -192,10 +179,7 @@ def _store(queue: Queue, engine: Engine, batch: list[Message]) -> BatchResult:
     try:
         return store_batch(engine, items)
     except Exception:
-        try:  # let the next run (or another consumer) take them at once
-            queue.release(batch)
-        except QueueUnavailable as error:
-            log.warning("LIVE_EVENTS: could not release the batch: %s", error)
+        _release(queue, batch)  # let the next run (or another consumer) take them at once
         raise
 
 
