@@ -81,7 +81,7 @@ def consume_ceiling(server_url: str, queue_url: str, total: int, _db: str) -> di
     import threading
 
     client = SqsServer(server_url, None).client()  # type: ignore[arg-type]
-    lock, done = threading.Lock(), [0]
+    lock, done, calls = threading.Lock(), [0], [0]
 
     def worker() -> None:
         while True:
@@ -92,6 +92,8 @@ def consume_ceiling(server_url: str, queue_url: str, total: int, _db: str) -> di
                 QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             )
             messages = reply.get("Messages", [])
+            with lock:
+                calls[0] += 1
             if messages:
                 entries = [
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
@@ -106,7 +108,7 @@ def consume_ceiling(server_url: str, queue_url: str, total: int, _db: str) -> di
         t.start()
     for t in threads:
         t.join()
-    return {"messages": done[0]}
+    return {"messages": done[0], "receives": calls[0]}
 
 
 def consume_baseline(server_url: str, queue_url: str, total: int, db_url: str) -> dict[str, Any]:
@@ -168,8 +170,17 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
     from courseinv.live_events.sqs import Queue
     from courseinv.sandbox.sqs import ACCESS_KEY, REGION, SECRET_KEY
 
+    class CountingQueue(Queue):
+        """Counts receive calls (messages per call tells how full the queue was kept)."""
+
+        calls = 0
+
+        def receive(self, *args: Any, **kwargs: Any) -> list:
+            CountingQueue.calls += 1
+            return super().receive(*args, **kwargs)
+
     engine = make_engine(db_url)
-    queue = Queue(
+    queue = CountingQueue(
         {
             "SQS_QUEUE_URL": queue_url,
             "SQS_ENDPOINT_URL": server_url,
@@ -179,13 +190,14 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
             "WAIT_SECONDS": 1,
         }
     )
-    done = stored = 0
+    done = stored = batches = 0
     while done < total:
         totals = drain(queue, engine, max_messages=total - done, batch_messages=200)
         done += totals.messages
         stored += totals.stored
+        batches += totals.batches
     engine.dispose()
-    return {"messages": done, "rows": stored}
+    return {"messages": done, "rows": stored, "batches": batches, "receives": queue.calls}
 
 
 def consume_baseline_db(messages: list[str], db_url: str) -> dict[str, Any]:
@@ -343,7 +355,9 @@ def main() -> int:
             print(
                 f"  {mode:<9} {result['messages']:>8,} messages in {result['seconds']:7.1f} s "
                 f"= {rate:8.1f}/s  peak RSS {result['peak_rss_mb']:6.0f} MB  "
-                f"CPU {1000 * result['cpu_seconds'] / result['messages']:.2f} ms/message",
+                f"CPU {1000 * result['cpu_seconds'] / result['messages']:.2f} ms/message"
+                f"{'  batches %d' % result['batches'] if 'batches' in result else ''}"
+                f"{'  receives %d' % result['receives'] if 'receives' in result else ''}",
                 flush=True,
             )
     _table(results)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -35,7 +34,9 @@ class Schema:
         return [f"{field_path(e.instance_path) or '(top)'}: {e.message[:200]}" for e in errors[:3]]
 
     def unknown_fields(self, value: Any) -> list[str]:
-        return sorted(set(_unknown(self.document, value, [])))
+        found: list[str] = []
+        _unknown(self.document, value, (), found)
+        return sorted(set(found))
 
 
 @cache
@@ -69,15 +70,24 @@ def field_path(parts: Any) -> str:
     return out
 
 
-def _unknown(node: dict[str, Any], value: Any, path: list[Any]) -> Iterator[str]:
-    if isinstance(value, dict) and "properties" in node:
-        props = node["properties"]
+def _unknown(node: dict[str, Any], value: Any, path: tuple[Any, ...], out: list[str]) -> None:
+    """Append to ``out`` the paths of ``value``'s fields that ``node`` does not list.
+
+    Only containers are walked (a scalar has no fields); a path is spelled out only for
+    a field found unknown.
+    """
+    if isinstance(value, dict):
+        props = node.get("properties")
+        if props is None:
+            return
         open_map = node.get("additionalProperties") is True
         for key, item in value.items():
             if key in props:
-                yield from _unknown(props[key], item, [*path, key])
+                if isinstance(item, dict | list):
+                    _unknown(props[key], item, (*path, key), out)
             elif not open_map:
-                yield field_path([*path, key])
+                out.append(field_path((*path, key)))
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         for item in value:
-            yield from _unknown(node["items"], item, [*path, "[]"])
+            if isinstance(item, dict | list):
+                _unknown(node["items"], item, (*path, "[]"), out)

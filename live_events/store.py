@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from courseinv.db.tables import (
@@ -202,66 +203,70 @@ def _newest(
     return best
 
 
+@dataclass(frozen=True)
+class _State:
+    """A state table: one row per ``key`` holding the newest event's ``fields``."""
+
+    table: Table
+    key: str
+    fields: tuple[str, ...]
+
+
+_COURSES = _State(live_course_state, "course_id", ("name",))
+_ENROLLMENTS = _State(
+    live_enrollment_state,
+    "enrollment_id",
+    ("course_id", "course_section_id", "user_id", "type", "workflow_state"),
+)
+_LINKS = _State(
+    lti_resource_link,
+    "lookup_uuid",
+    ("course_id", "context_external_tool_id", "url", "title", "workflow_state"),
+)
+
+
+def _newest_rows(state: _State, events: Iterable[ParsedEvent]) -> dict[Any, dict[str, Any]]:
+    """Per key, the row the newest event of ``events`` sets (fields, time and key)."""
+    newest = _newest(events, lambda e: getattr(e.projection, state.key))
+    return {
+        k: {
+            state.key: k,
+            **{f: getattr(e.projection, f) for f in state.fields},
+            "event_time": e.event_time,
+            "event_key": e.event_key,
+        }
+        for k, e in sorted(newest.items())
+    }
+
+
+def _write_state(
+    conn: Connection, events: list[ParsedEvent], *, state: _State
+) -> tuple[Table, int]:
+    rows = list(_newest_rows(state, events).values())
+    t = state.table
+    _upsert_newest(conn, t, [state.key], rows, [(state.fields, t.c.event_time, t.c.event_key)])
+    return t, len(rows)
+
+
 def _write_courses(conn: Connection, events: list[ParsedEvent]) -> tuple[Table, int]:
-    main = _newest(events, lambda e: e.projection.course_id)
-    with_state = _newest(
+    """Courses: the name follows the newest event, ``workflow_state`` the newest event
+    that carries one (with its own time and key columns)."""
+    rows = _newest_rows(_COURSES, events)
+    states = _newest(
         (e for e in events if e.projection.workflow_state is not None),
         lambda e: e.projection.course_id,
     )
-    rows = []
-    for course_id in sorted(main):
-        e, s = main[course_id], with_state.get(course_id)
-        rows.append(
-            {
-                "course_id": course_id,
-                "name": e.projection.name,
-                "workflow_state": s.projection.workflow_state if s else None,
-                "event_time": e.event_time,
-                "event_key": e.event_key,
-                "workflow_state_time": s.event_time if s else None,
-                "workflow_state_key": s.event_key if s else None,
-            }
-        )
+    for course_id, row in rows.items():
+        s = states.get(course_id)
+        row["workflow_state"] = s.projection.workflow_state if s else None
+        row["workflow_state_time"] = s.event_time if s else None
+        row["workflow_state_key"] = s.event_key if s else None
     t = live_course_state
     groups = [
-        (("name",), t.c.event_time, t.c.event_key),
+        (_COURSES.fields, t.c.event_time, t.c.event_key),
         (("workflow_state",), t.c.workflow_state_time, t.c.workflow_state_key),
     ]
-    _upsert_newest(conn, t, ["course_id"], rows, groups)
-    return t, len(rows)
-
-
-def _write_enrollments(conn: Connection, events: list[ParsedEvent]) -> tuple[Table, int]:
-    newest = _newest(events, lambda e: e.projection.enrollment_id)
-    fields = ("course_id", "course_section_id", "user_id", "type", "workflow_state")
-    rows = [
-        {
-            "enrollment_id": k,
-            **{f: getattr(newest[k].projection, f) for f in fields},
-            "event_time": newest[k].event_time,
-            "event_key": newest[k].event_key,
-        }
-        for k in sorted(newest)
-    ]
-    t = live_enrollment_state
-    _upsert_newest(conn, t, ["enrollment_id"], rows, [(fields, t.c.event_time, t.c.event_key)])
-    return t, len(rows)
-
-
-def _write_links(conn: Connection, events: list[ParsedEvent]) -> tuple[Table, int]:
-    newest = _newest(events, lambda e: e.projection.lookup_uuid)
-    fields = ("course_id", "context_external_tool_id", "url", "title", "workflow_state")
-    rows = [
-        {
-            "lookup_uuid": k,
-            **{f: getattr(newest[k].projection, f) for f in fields},
-            "event_time": newest[k].event_time,
-            "event_key": newest[k].event_key,
-        }
-        for k in sorted(newest)
-    ]
-    t = lti_resource_link
-    _upsert_newest(conn, t, ["lookup_uuid"], rows, [(fields, t.c.event_time, t.c.event_key)])
+    _upsert_newest(conn, t, [_COURSES.key], list(rows.values()), groups)
     return t, len(rows)
 
 
@@ -286,10 +291,10 @@ def _write_activity(conn: Connection, events: list[ParsedEvent]) -> tuple[Table,
     return live_course_activity_hourly, len(rows)
 
 
-_WRITERS = {
+_WRITERS: dict[type, Callable[[Connection, list[ParsedEvent]], tuple[Table, int]]] = {
     CourseState: _write_courses,
-    EnrollmentState: _write_enrollments,
-    ResourceLink: _write_links,
+    EnrollmentState: partial(_write_state, state=_ENROLLMENTS),
+    ResourceLink: partial(_write_state, state=_LINKS),
     Activity: _write_activity,
 }
 
