@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_live_events.py [--events 200000] [--depth 200]
            [--db mysql+pymysql://root@127.0.0.1:3306/] [--modes ceiling,baseline,project]
+           [--baseline-messages N]   (mode baseline on the first N messages only)
 
 One sandbox stream (``--events`` distinct events, both formats, 5 % duplicate deliveries,
 out-of-order, 5 % of unprojected types) goes through the local SQS server (MiniStack, spoken to
@@ -14,15 +15,17 @@ consumer runs in its own process (so its peak RSS is its own), from an empty dat
 * baseline  what LEDbelly does: per message, parse the JSON and INSERT the event in its
             own statement (autocommit), then delete the batch. No schema check, no
             projections.
-* project   the LIVE_EVENTS job's ``drain``: schema checks, event keys, four projections,
-            drift and rejects, one transaction per batch, delete after commit.
+* project   the LIVE_EVENTS job's ``drain``: receiver threads overlapping one writer,
+            schema checks, event keys, four projections, drift and rejects, one
+            transaction per batch, delete after commit.
 
 * baseline-db, project-db   the database side alone: the same messages read from memory
             (no queue), to show what one process does when the queue is not the limit.
             Their peak RSS includes the message list handed to the process.
 
 Reported side by side: messages, seconds, messages/s, ratio to baseline (the matching
-one: SQS or memory) and to the ceiling, peak RSS of the consumer, and whether the
+one: SQS or memory) and to the ceiling, peak RSS and CPU time per message of the
+consumer process, the 1-minute load average before and after each mode, and whether the
 project's tables equal the ground truth.
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -246,6 +250,7 @@ CONSUMERS = {
     "project-db": consume_project_db,
 }
 MEMORY_MODES = ("baseline-db", "project-db")
+COUNTS = ("rows", "batches", "receives")  # printed when a consumer reports them
 
 
 def _consumer_main(mode: str, args: tuple, out: Any) -> None:
@@ -334,6 +339,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--db", default="mysql+pymysql://root@127.0.0.1:3306/")
     p.add_argument("--modes", default="ceiling,baseline,project,baseline-db,project-db")
+    p.add_argument(
+        "--baseline-messages",
+        type=int,
+        default=None,
+        help="the first N messages only for mode baseline (one INSERT per event is slow)",
+    )
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -345,7 +356,12 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     with sqs_server() as sqs:
         for mode in args.modes.split(","):
-            result, db_url = run_mode(mode, sqs, stream.messages, args.depth, args.db)
+            messages = stream.messages
+            if mode == "baseline" and args.baseline_messages:
+                messages = messages[: args.baseline_messages]
+            load_before = os.getloadavg()[0]
+            result, db_url = run_mode(mode, sqs, messages, args.depth, args.db)
+            result["load"] = f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
             if mode in ("project", "project-db"):
                 result["truth"] = _check_truth(db_url, stream.truth)
             if db_url:
@@ -354,10 +370,9 @@ def main() -> int:
             rate = result["messages"] / result["seconds"]
             print(
                 f"  {mode:<9} {result['messages']:>8,} messages in {result['seconds']:7.1f} s "
-                f"= {rate:8.1f}/s  peak RSS {result['peak_rss_mb']:6.0f} MB  "
-                f"CPU {1000 * result['cpu_seconds'] / result['messages']:.2f} ms/message"
-                f"{'  batches %d' % result['batches'] if 'batches' in result else ''}"
-                f"{'  receives %d' % result['receives'] if 'receives' in result else ''}",
+                f"= {rate:8.1f}/s  peak RSS {result['peak_rss_mb']:6.0f} MB  load {result['load']}  "
+                f"CPU {1000 * result['cpu_seconds'] / result['messages']:.2f} ms/message  "
+                + "  ".join(f"{k} {result[k]:,}" for k in COUNTS if k in result),
                 flush=True,
             )
     _table(results)
@@ -380,8 +395,11 @@ def _check_truth(db_url: str, truth) -> str:
 
 def _table(results: dict[str, dict[str, Any]]) -> None:
     rate = {m: r["messages"] / r["seconds"] for m, r in results.items()}
-    print("\n| mode | messages | seconds | messages/s | vs baseline | vs ceiling | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| mode | messages | seconds | messages/s | vs baseline | vs ceiling | peak RSS MB "
+        "| CPU ms/message | load 1-min before / after |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for mode, r in results.items():
         base = "baseline-db" if mode in MEMORY_MODES else "baseline"
         vs_base = f"{rate[mode] / rate[base]:.2f}x" if base in rate and mode != "ceiling" else "-"
@@ -392,7 +410,8 @@ def _table(results: dict[str, dict[str, Any]]) -> None:
         )
         print(
             f"| {mode} | {r['messages']:,} | {r['seconds']:.1f} | {rate[mode]:.1f} | {vs_base} "
-            f"| {vs_ceil} | {r['peak_rss_mb']:.0f} |"
+            f"| {vs_ceil} | {r['peak_rss_mb']:.0f} "
+            f"| {1000 * r['cpu_seconds'] / r['messages']:.2f} | {r['load']} |"
         )
     for mode in ("project", "project-db"):
         if "truth" in results.get(mode, {}):
