@@ -11,7 +11,7 @@ messages, topping it up while it drains (local servers slow with queue length). 
 consumer runs in its own process (so its peak RSS is its own), from an empty database:
 
 * ceiling   the local server's own ceiling: receive 10 + delete 10 on six threads at
-            once, no database.
+            once with the project's SQS client, no database.
 * baseline  what LEDbelly does: per message, parse the JSON and INSERT the event in its
             own statement (autocommit), then delete the batch. No schema check, no
             projections.
@@ -80,11 +80,11 @@ def produce(server_url: str, queue_url: str, messages: list[str], depth: int) ->
 
 
 def consume_ceiling(server_url: str, queue_url: str, total: int, _db: str) -> dict[str, Any]:
-    """Receive 10 + delete 10 on ``CEILING_THREADS`` threads at once: what the server
-    itself sustains (the project overlaps its receives and deletes too)."""
+    """Receive 10 + delete 10 on ``CEILING_THREADS`` threads at once, with the project's
+    own SQS client (``Queue``): what the server sustains with no database."""
     import threading
 
-    client = SqsServer(server_url, None).client()  # type: ignore[arg-type]
+    queue = _queue(server_url, queue_url)
     lock, done, calls = threading.Lock(), [0], [0]
 
     def worker() -> None:
@@ -92,27 +92,37 @@ def consume_ceiling(server_url: str, queue_url: str, total: int, _db: str) -> di
             with lock:
                 if done[0] >= total:
                     return
-            reply = client.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-            )
-            messages = reply.get("Messages", [])
+            messages = queue.receive(10)
+            if messages:
+                queue.delete(messages)
             with lock:
                 calls[0] += 1
-            if messages:
-                entries = [
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
-                ]
-                client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-                with lock:
-                    done[0] += len(messages)
+                done[0] += len(messages)
 
     threads = [threading.Thread(target=worker) for _ in range(CEILING_THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    queue.close()
     return {"messages": done[0], "receives": calls[0]}
+
+
+def _queue(server_url: str, queue_url: str, queue_class: Any = None) -> Any:
+    """The project's SQS client for the bench queue (long polls of 1 s)."""
+    from courseinv.live_events.sqs import Queue
+    from courseinv.sandbox.sqs import ACCESS_KEY, REGION, SECRET_KEY
+
+    return (queue_class or Queue)(
+        {
+            "SQS_QUEUE_URL": queue_url,
+            "SQS_ENDPOINT_URL": server_url,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "WAIT_SECONDS": 1,
+        }
+    )
 
 
 def consume_baseline(server_url: str, queue_url: str, total: int, db_url: str) -> dict[str, Any]:
@@ -172,7 +182,6 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
     from courseinv.db.engine import make_engine
     from courseinv.live_events.job import drain
     from courseinv.live_events.sqs import Queue
-    from courseinv.sandbox.sqs import ACCESS_KEY, REGION, SECRET_KEY
 
     class CountingQueue(Queue):
         """Counts receive calls (messages per call tells how full the queue was kept)."""
@@ -184,22 +193,14 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
             return super().receive(*args, **kwargs)
 
     engine = make_engine(db_url)
-    queue = CountingQueue(
-        {
-            "SQS_QUEUE_URL": queue_url,
-            "SQS_ENDPOINT_URL": server_url,
-            "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "WAIT_SECONDS": 1,
-        }
-    )
+    queue = _queue(server_url, queue_url, CountingQueue)
     done = stored = batches = 0
-    while done < total:
-        totals = drain(queue, engine, max_messages=total - done, batch_messages=200)
+    while done < total:  # drain() returns when a long poll finds the queue empty
+        totals = drain(queue, engine, max_messages=total - done)
         done += totals.messages
         stored += totals.stored
         batches += totals.batches
+    queue.close()
     engine.dispose()
     return {"messages": done, "rows": stored, "batches": batches, "receives": queue.calls}
 
@@ -226,15 +227,16 @@ def consume_baseline_db(messages: list[str], db_url: str) -> dict[str, Any]:
 
 
 def consume_project_db(messages: list[str], db_url: str) -> dict[str, Any]:
-    """The project's read + store alone (batches of 200), the same messages from memory."""
+    """The project's read + store alone (the job's batch size), the same messages from memory."""
     from courseinv.db.engine import make_engine
+    from courseinv.live_events.job import DEFAULT_BATCH_MESSAGES
     from courseinv.live_events.parse import read_events
     from courseinv.live_events.store import store_batch
 
     engine = make_engine(db_url)
     stored = 0
-    for start in range(0, len(messages), 200):
-        chunk = messages[start : start + 200]
+    for start in range(0, len(messages), DEFAULT_BATCH_MESSAGES):
+        chunk = messages[start : start + DEFAULT_BATCH_MESSAGES]
         stored += store_batch(
             engine, [i for m in chunk for i in read_events(m, source="sqs")]
         ).inserted

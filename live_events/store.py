@@ -130,6 +130,7 @@ def _insert_events(
     if not events:
         return []
     batch_id = str(uuid.uuid4())
+    text = _text_param(conn)
     rows = [
         {
             "event_key": e.event_key,
@@ -139,7 +140,7 @@ def _insert_events(
             "received_at": now,
             "course_id": e.course_id,
             "user_id": e.user_id,
-            "payload": e.payload,
+            "payload": text(e.payload),
             "batch_id": batch_id,
             "source": e.source,
         }
@@ -160,6 +161,7 @@ def _insert_events(
 def _insert_rejects(conn: Connection, rejects: list[Rejected], now: datetime) -> int:
     if not rejects:
         return 0
+    text = _text_param(conn)
     rows = {}
     for r in rejects:
         key = hashlib.sha256(f"{r.source}\0{r.reason}\0{r.payload}".encode()).hexdigest()
@@ -167,7 +169,7 @@ def _insert_rejects(conn: Connection, rejects: list[Rejected], now: datetime) ->
             "received_at": now,
             "source": r.source,
             "reason": r.reason,
-            "payload": r.payload,
+            "payload": text(r.payload),
             "reject_key": key,
         }
     ordered = [rows[k] for k in sorted(rows)]
@@ -359,6 +361,15 @@ def _insert_or_ignore(conn: Connection, table: Table, keys: list[str]) -> Any:
         # A no-op update, not INSERT IGNORE (which would also hide real errors).
         return stmt.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
     return stmt.on_conflict_do_nothing(index_elements=keys)
+
+
+def _text_param(conn: Connection) -> Callable[[str], str | bytes]:
+    """How to bind a long text value. MySQL: as its UTF-8 bytes, which PyMySQL sends as a
+    hex literal (the column's charset reads them as text) instead of escaping the text
+    character by character (~20x the CPU for JSON, the store's largest cost)."""
+    if conn.dialect.name == "mysql":
+        return str.encode
+    return str
 
 
 def _upsert_add(

@@ -166,6 +166,25 @@ def test_a_repeated_bad_message_is_one_reject_row(any_engine) -> None:
     assert count(any_engine, live_event_rejected) == 1
 
 
+def test_payloads_are_stored_exactly_as_received(any_engine) -> None:
+    """Quotes, backslashes, escapes and non-ASCII text (4-byte UTF-8 too) come back
+    unchanged, in live_event and in live_event_rejected."""
+    name = "Ünïcødé 'quoted' \\back\\slash \"double\" 日本語 😀 \\u00e9 %s %(x)s"
+    good = json.dumps(
+        {
+            "metadata": {"event_name": "course_updated", "event_time": "2026-09-01T00:00:00Z"},
+            "body": {"course_id": "5", "name": name},
+        },
+        ensure_ascii=False,
+    )
+    bad = "not JSON: 'ü' \\ \" 😀"
+    store_batch(any_engine, [*read_events(good, source="sqs"), *read_events(bad, source="sqs")])
+    with any_engine.connect() as conn:
+        assert conn.execute(select(live_event.c.payload)).scalar_one() == good
+        assert conn.execute(select(live_event_rejected.c.payload)).scalar_one() == bad
+        assert conn.execute(select(live_course_state.c.name)).scalar_one() == name
+
+
 def _link(when: str, state: str, url: str) -> str:
     return json.dumps(
         {
