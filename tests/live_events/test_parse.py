@@ -19,6 +19,7 @@ from courseinv.live_events.model import (
 )
 from courseinv.live_events.normalise import local_id, parse_time, urn_id
 from courseinv.live_events.parse import read_event, read_events
+from courseinv.live_events.schemas import _unknown, schema
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "live-events"
 if not REFERENCE.is_dir():  # a fresh clone beside shared/, or the worktree layout
@@ -177,6 +178,42 @@ def test_unknown_fields_are_drift_and_kept_in_the_payload() -> None:
     caliper = json.loads(json.dumps(next(p for s, p in examples("caliper") if s == "course_updated")))
     caliper["data"][0]["object"]["extensions"]["com.instructure.canvas"]["blueprint"] = True
     assert _one(caliper).drift == ('object.extensions["com.instructure.canvas"].blueprint',)
+
+
+def _objects(value, path=()):
+    """The path of every JSON object in ``value`` (list indexes included)."""
+    if isinstance(value, dict):
+        yield path
+        for key, item in value.items():
+            yield from _objects(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _objects(item, (*path, i))
+
+
+@pytest.mark.parametrize("fmt", ["canvas", "caliper"])
+def test_drift_is_what_the_full_schema_walk_finds(fmt: str) -> None:
+    """A new field in any object of any documented example: the drift read (a closed
+    schema decides in Rust first) is exactly what walking the schema finds."""
+    found_drift = 0
+    for _, payload in examples(fmt):
+        where = () if fmt == "canvas" else ("data", 0)  # the document a schema checks
+        for path in _objects(payload):
+            if path[: len(where)] != where:
+                continue
+            changed = json.loads(json.dumps(payload))
+            node = changed
+            for part in path:
+                node = node[part]
+            node["zz_new_field"] = 1
+            item = _one(changed)
+            kind, _, versioned = item.schema.partition("/")
+            document = changed if fmt == "canvas" else changed["data"][0]
+            walked: list[str] = []
+            _unknown(schema(kind, versioned.rsplit(".v", 1)[0]).document, document, (), walked)
+            assert item.drift == tuple(sorted(set(walked))), (item.schema, path)
+            found_drift += bool(item.drift)
+    assert found_drift > 20  # new fields were found, not only in open maps
 
 
 def test_unknown_types_are_stored_not_projected() -> None:
