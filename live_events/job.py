@@ -117,7 +117,7 @@ def drain(
 ) -> DrainTotals:
     """Receive, store and delete batches until the queue is empty or ``max_messages``.
 
-    Pipelined: ``RECEIVERS`` threads keep receive calls in flight (``Feed``) while this
+    Pipelined: up to ``RECEIVERS`` threads keep receive calls in flight (``Feed``) while this
     thread stores one batch at a time; a batch's deletes (10 per call) run on
     ``DELETERS`` threads after its own commit, overlapping the next batch. Whatever was
     received but not stored when a store or a receive fails is made visible again.
@@ -128,7 +128,9 @@ def drain(
         Progress("LIVE_EVENTS messages", None, logger=logger) as progress,
     ):
         deletes: list[Future[int]] = []
-        feed = Feed(queue, max_messages=max_messages, receivers=RECEIVERS, buffer=batch_messages)
+        # No more receives in flight than one batch needs: what is held ahead stays small.
+        receivers = min(RECEIVERS, max(1, batch_messages // SQS_BATCH))
+        feed = Feed(queue, max_messages=max_messages, receivers=receivers, buffer=batch_messages)
         with feed:
             try:
                 for batch in feed.batches(batch_messages):
