@@ -4,7 +4,8 @@ With ``CANVAS.INVENTORY_SOURCE: reports`` the job starts one ``provisioning_csv`
 per configured term (``report_runs.py``) *before* its REST reads, so Canvas generates
 them while the course list, audit logs and analytics are read. ``ReportPull`` waits for
 the runs in a background thread, downloads each attachment (``report_files.py``) and
-reads it into compact arrays as soon as it is there; ``ReportPull.result(courses)``
+reads it into compact arrays as soon as that run is complete (the other terms' runs may
+still be generating, the REST reads still going on); ``ReportPull.result(courses)``
 then turns them into exactly what the API path produces:
 
 * enrollments: every row whose section now sits in a kept course (``xlist.csv`` moves a
@@ -275,10 +276,9 @@ class ReportPull:
         return data
 
     def _work(self) -> list[TermRows]:
-        reports = self.runner.run(self.term_ids)
         out = []
         with tempfile.TemporaryDirectory(prefix="courseinv-report-") as tmp:
-            for term_id, report in reports.items():
+            for term_id, report in self.runner.each_complete(self.term_ids):
                 if self._stop.is_set():
                     raise ReportFailed("report download abandoned (the job is failing)")
                 out.append(self._read(term_id, report, Path(tmp)))
