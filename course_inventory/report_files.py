@@ -213,35 +213,19 @@ class ReportFile:
         wanted = [c for c in header if c in set(required) | set(optional)]
         types = {c: pa.int64() if c in ints else pa.string() for c in wanted}
         with self._binary(name) as raw:
-            reader = pa_csv.open_csv(
-                raw,
-                read_options=pa_csv.ReadOptions(
-                    column_names=header, skip_rows=1, block_size=BLOCK_BYTES
-                ),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=pa_csv.ConvertOptions(
-                    include_columns=wanted,
-                    column_types=types,
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    return
-                except pa.ArrowInvalid as exc:
-                    raise ReportFormatError(
-                        f"{self.label}: {name}.csv: {_arrow_reason(exc, header)}"
-                    ) from None
-                for column in ints:
-                    if column in types and batch.column(column).null_count:
-                        raise ReportFormatError(
-                            f"{self.label}: {name}.csv column {column} has an empty value"
-                        )
-                for start in range(0, batch.num_rows, chunk_rows):
-                    yield batch.slice(start, chunk_rows)
+            try:
+                for batch in _arrow_batches(raw, header, wanted, types):
+                    for column in ints:
+                        if column in types and batch.column(column).null_count:
+                            raise ReportFormatError(
+                                f"{self.label}: {name}.csv column {column} has an empty value"
+                            )
+                    for start in range(0, batch.num_rows, chunk_rows):
+                        yield batch.slice(start, chunk_rows)
+            except pa.ArrowInvalid as exc:
+                raise ReportFormatError(
+                    f"{self.label}: {name}.csv: {_arrow_reason(exc, header)}"
+                ) from None
 
     def chunks(
         self,
@@ -264,6 +248,24 @@ class ReportFile:
             return
         with self.path.open("rb") as raw:
             yield raw
+
+
+def _arrow_batches(
+    raw: IO[bytes], header: list[str], wanted: list[str], types: dict[str, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
+    """Arrow's streaming CSV reader over ``raw`` (header line skipped, names given)."""
+    reader = pa_csv.open_csv(
+        raw,
+        read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1, block_size=BLOCK_BYTES),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=wanted,
+            column_types=types,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    yield from reader
 
 
 def _arrow_reason(exc: pa.ArrowInvalid, header: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ import pytest
 import requests
 from courseinv.config import ConfigError, load_config
 from courseinv.course_inventory.job import run
-from courseinv.course_inventory.report_files import AttachmentDownloader, ReportFile
+from courseinv.course_inventory.report_files import (
+    AttachmentDownloader,
+    ReportFile,
+    ReportFormatError,
+)
 from courseinv.course_inventory.report_runs import REPORT_TYPE
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.runner.jobs import JobError
@@ -340,6 +345,32 @@ def test_missing_column_fails_clearly(
         run(context(config, mariadb_engine))
     assert "enrollments.csv lacks column(s) canvas_enrollment_id" in str(failure.value)
     assert_unchanged(mariadb_engine, published)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("12x", "column canvas_user_id: .*12x"), ("", "canvas_user_id has an empty value")],
+)
+def test_a_non_integer_id_fails_clearly(tmp_path: Path, value: str, message: str) -> None:
+    header = "canvas_enrollment_id,canvas_course_id,canvas_user_id,canvas_section_id,status,role"
+    rows = ["1,2,3,4,active,student", f"5,2,{value},4,active,student"]
+    dest = tmp_path / "enrollments.csv"
+    dest.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    file = ReportFile(dest, single="enrollments", label="term 7")
+    with pytest.raises(ReportFormatError, match=f"term 7: enrollments.csv.*{message}"):
+        list(file.batches("enrollments", ["canvas_user_id"], ints=["canvas_user_id"]))
+
+
+def test_quoted_newlines_and_padded_header_are_read(tmp_path: Path) -> None:
+    dest = tmp_path / "report.zip"
+    text = '\ufeff canvas_section_id ,name,extra\n9,"two\nlines, and ""quotes""",x\n10,É,y\n'
+    with zipfile.ZipFile(dest, "w") as zf:
+        zf.writestr("sections.csv", text.encode("utf-8"))
+    file = ReportFile(dest)
+    (batch,) = file.batches("sections", ["canvas_section_id", "name"], ints=["canvas_section_id"])
+    assert batch.column("canvas_section_id").to_pylist() == [9, 10]
+    assert batch.column("name").to_pylist() == ['two\nlines, and "quotes"', "É"]
+    assert batch.schema.names == ["canvas_section_id", "name"]
 
 
 def test_file_store_down_fails_after_retries(
