@@ -120,9 +120,8 @@ def series(
     """The nights of one configuration into a fresh SQLite database; its table digest."""
     slug = label.replace(" ", "_")
     output = f"sqlite:///{workdir / f'{slug}.sqlite3'}"
-    config = write_config(
-        workdir / f"{slug}.hjson", canvas, inst, output, udw_url, args.workers, source
-    )
+    workers = args.reports_workers if source == "reports" else args.workers
+    config = write_config(workdir / f"{slug}.hjson", canvas, inst, output, udw_url, workers, source)
     results = []
     for night in nights:
         result = run_job(f"{label} {night}", canvas, config, workdir, log_file)
@@ -157,7 +156,8 @@ def report(
     print(
         f"\nCOURSE_INVENTORY, api vs reports: {len(inst.courses):,} courses, "
         f"{len(inst.enrollments):,} enrollments generated in {len(inst.term_ids)} terms, "
-        f"latency {args.latency_ms:g} ms, default throttle, workers {args.workers}, SQLite"
+        f"latency {args.latency_ms:g} ms, default throttle, workers {args.workers} (api) / "
+        f"{args.reports_workers} (reports), SQLite"
     )
     print(f"setup (institution, UDW seed, report files written, sandbox start): {setup_s:.1f} s")
     print("rows published: " + ", ".join(f"{k} {v[0]:,}" for k, v in rows.items()))
@@ -195,7 +195,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--courses", type=int, default=20_000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=8, help="NUM_ASYNC_WORKERS, api path")
+    parser.add_argument(
+        "--reports-workers", type=int, default=8, help="NUM_ASYNC_WORKERS, reports path"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generation", type=float, default=180.0, help="realistic, seconds")
     parser.add_argument("--other-generation", default="60,600", help="comma-separated seconds")

@@ -5,10 +5,12 @@ answers a redirect to a file store on another host with a signed query string. E
 hop is a separate request with redirects *not* followed automatically: the
 ``Authorization`` header is added only when the hop's origin (scheme, host, port) is the
 configured Canvas origin, so the token never reaches the file store. The session holds
-no credentials and no cookies. The body streams to a file in 1 MiB pieces. Connection
-errors, timeouts, 429 and 5xx restart the chain (signed URLs expire) with exponential
-backoff, up to ``max_attempts``; other 4xx fail at once. Errors name the host-relative
-path only, never the query string (it holds the signature) or the token.
+no credentials and no cookies. Each hop is recorded in ``stats`` (the job passes its
+Canvas client's ``HttpStats``, so the run's HTTP statistics count it: the Canvas hop under
+``canvas``, the file store's under ``report-files``). The body streams to a file in 1 MiB
+pieces. Connection errors, timeouts, 429 and 5xx restart the chain (signed URLs expire)
+with exponential backoff, up to ``max_attempts``; other 4xx fail at once. Errors name
+the host-relative path only, never the query string (it holds the signature) or the token.
 
 Reading (``ReportFile``): a zip of ``<name>.csv`` members, or a single CSV when the run
 selected exactly one. ``batches(name, required, optional)`` checks the header first
@@ -39,6 +41,7 @@ import pyarrow as pa
 import requests
 from courseinv.http_client.errors import RetriesExhausted, UnexpectedPayload, permanent_error
 from courseinv.http_client.session import TRANSIENT_EXCEPTIONS, describe_exception
+from courseinv.http_client.stats import HttpStats
 from pyarrow import csv as pa_csv
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class AttachmentDownloader:
         timeout: tuple[float, float] = (10.0, 300.0),
         max_redirects: int = 5,
         backoff_base: float = 0.5,
+        stats: HttpStats | None = None,
     ) -> None:
         self._canvas = origin(canvas_url)
         self._token = token
@@ -77,6 +81,7 @@ class AttachmentDownloader:
         self.max_redirects = max_redirects
         self.backoff_base = backoff_base
         self.requests = 0
+        self.stats = stats if stats is not None else HttpStats()
         self._http = requests.Session()
         self._http.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._http.trust_env = False  # no .netrc credentials either
@@ -96,6 +101,7 @@ class AttachmentDownloader:
             except _Transient as exc:
                 last, where = exc.reason, exc.path
             if attempt < self.max_attempts:
+                self.stats.add("retries", api="report-files")
                 delay = random.uniform(0, self.backoff_base * 2 ** (attempt - 1))
                 log.warning(
                     "Report download GET %s failed (%s); attempt %d/%d in %.1fs",
@@ -106,6 +112,7 @@ class AttachmentDownloader:
                     delay,
                 )
                 time.sleep(delay)
+        self.stats.add("gave_up", api="report-files")
         raise RetriesExhausted("GET", where, self.max_attempts, last)
 
     def _follow(self, url: str, dest: Path) -> int:
@@ -115,14 +122,17 @@ class AttachmentDownloader:
             same = origin(url) == self._canvas
             headers = {"Authorization": f"Bearer {self._token}"} if same else {}
             self.requests += 1
+            api = "canvas" if same else "report-files"
             try:
                 response = self._http.get(
                     url, headers=headers, allow_redirects=False, stream=True, timeout=self.timeout
                 )
             except TRANSIENT_EXCEPTIONS as exc:
+                self.stats.record_request(api, "GET", path, None)
                 raise _Transient(path, describe_exception(exc)) from None
             with response:
                 status = response.status_code
+                self.stats.record_request(api, "GET", path, status)
                 if status in REDIRECTS:
                     location = response.headers.get("Location")
                     if not location:

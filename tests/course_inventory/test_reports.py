@@ -25,6 +25,7 @@ from courseinv.course_inventory.report_files import (
 )
 from courseinv.course_inventory.report_runs import REPORT_TYPE
 from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.stats import HttpStats
 from courseinv.runner.jobs import JobError
 from courseinv.sandbox.canvas import ThrottleSpec
 from courseinv.sandbox.canvas_reports import CanvasReports, FileStoreServer, ReportSpec
@@ -460,10 +461,13 @@ def test_single_csv_attachment_is_read_as_that_csv(
     term = institution.term_ids[0]
     report = start_single_csv_run(canvas, term)
     assert report["attachment"]["content-type"] == "text/csv"
-    downloader = AttachmentDownloader(canvas.url, canvas.token)
+    stats = HttpStats()
+    downloader = AttachmentDownloader(canvas.url, canvas.token, stats=stats)
     dest = tmp_path / "single.csv"
     size = downloader.download(report["attachment"]["url"], dest)
     assert size == report["attachment"]["size"] and dest.read_bytes()[:2] != b"PK"
+    hops = {(r["api"], r["status"]): r["count"] for r in stats.as_dict()["requests"]}
+    assert hops == {("canvas", 302): 1, ("report-files", 200): 1}  # in the run's HTTP stats
     file = ReportFile(dest, single="enrollments")
     assert not file.is_zip
     rows = sum(len(c) for c in file.chunks("enrollments", ["canvas_enrollment_id"], chunk_rows=500))
