@@ -8,8 +8,11 @@ configured Canvas origin, so the token never reaches the file store. The session
 no credentials and no cookies. Each hop is recorded in ``stats`` (the job passes its
 Canvas client's ``HttpStats``, so the run's HTTP statistics count it: the Canvas hop under
 ``canvas``, the file store's under ``report-files``). The body streams to a file in 1 MiB
-pieces. Connection errors, timeouts, 429 and 5xx restart the chain (signed URLs expire)
-with exponential backoff, up to ``max_attempts``; other 4xx fail at once. Errors name
+pieces. Connection errors, timeouts and 5xx restart the chain (signed URLs expire)
+with exponential backoff, up to ``max_attempts``; Canvas's throttle (429, or 403 "Rate
+Limit Exceeded" on the Canvas hop: the download shares the token's bucket with the REST
+reads still going on) restarts it on its own budget, as every Canvas call does; other
+4xx fail at once. Errors name
 the host-relative path only, never the query string (it holds the signature) or the token.
 
 Reading (``ReportFile``): a zip of ``<name>.csv`` members, or a single CSV when the run
@@ -39,8 +42,9 @@ from urllib.parse import urljoin, urlsplit
 import pandas as pd
 import pyarrow as pa
 import requests
+from courseinv.http_client.canvas import canvas_classify
 from courseinv.http_client.errors import RetriesExhausted, UnexpectedPayload, permanent_error
-from courseinv.http_client.session import TRANSIENT_EXCEPTIONS, describe_exception
+from courseinv.http_client.session import TRANSIENT_EXCEPTIONS, RetryPolicy, describe_exception
 from courseinv.http_client.stats import HttpStats
 from pyarrow import csv as pa_csv
 
@@ -94,26 +98,50 @@ class AttachmentDownloader:
 
     def download(self, url: str, dest: Path) -> int:
         """Save the file behind ``url`` to ``dest``; returns its size in bytes."""
-        last, where = "", urlsplit(url).path
-        for attempt in range(1, self.max_attempts + 1):
+        failures = throttles = 0
+        while True:
             try:
                 return self._follow(url, dest)
             except _Transient as exc:
-                last, where = exc.reason, exc.path
-            if attempt < self.max_attempts:
-                self.stats.add("retries", api="report-files")
-                delay = random.uniform(0, self.backoff_base * 2 ** (attempt - 1))
-                log.warning(
-                    "Report download GET %s failed (%s); attempt %d/%d in %.1fs",
-                    where,
-                    last,
-                    attempt + 1,
-                    self.max_attempts,
-                    delay,
-                )
-                time.sleep(delay)
-        self.stats.add("gave_up", api="report-files")
-        raise RetriesExhausted("GET", where, self.max_attempts, last)
+                if exc.throttled:
+                    throttles += 1
+                    delay = self._throttled(exc, throttles, failures)
+                else:
+                    failures += 1
+                    delay = self._failed(exc, failures, throttles)
+            time.sleep(delay)
+
+    def _failed(self, exc: _Transient, failures: int, throttles: int) -> float:
+        """The wait before the next attempt after a fault (or RetriesExhausted)."""
+        if failures >= self.max_attempts:
+            self.stats.add("gave_up", api="report-files")
+            raise RetriesExhausted("GET", exc.path, failures + throttles, exc.reason)
+        self.stats.add("retries", api="report-files")
+        delay = random.uniform(0, self.backoff_base * 2 ** (failures - 1))
+        log.warning(
+            "Report download GET %s failed (%s); attempt %d/%d in %.1fs",
+            exc.path,
+            exc.reason,
+            failures + 1,
+            self.max_attempts,
+            delay,
+        )
+        return delay
+
+    def _throttled(self, exc: _Transient, throttles: int, failures: int) -> float:
+        """The wait after Canvas's throttle refused the hop: its own, larger budget, as
+        for every Canvas call (``RetryPolicy.max_throttle_retries``)."""
+        policy = RetryPolicy()
+        if throttles > policy.max_throttle_retries:
+            self.stats.add("gave_up", api="report-files")
+            raise RetriesExhausted("GET", exc.path, failures + throttles, exc.reason)
+        self.stats.add("throttled", api="report-files")
+        ceiling = min(
+            policy.throttle_backoff_max, policy.throttle_backoff_base * 2 ** (throttles - 1)
+        )
+        delay = random.uniform(0, ceiling)
+        log.info("Report download GET %s throttled; waiting %.1fs", exc.path, delay)
+        return delay
 
     def _follow(self, url: str, dest: Path) -> int:
         for _ in range(self.max_redirects + 1):
@@ -139,7 +167,9 @@ class AttachmentDownloader:
                         raise UnexpectedPayload("GET", path, f"HTTP {status} without Location")
                     url = urljoin(url, location)
                     continue
-                if status == 429 or status >= 500:
+                if status == 429 or (same and canvas_classify(response) is not None):
+                    raise _Transient(path, f"throttled (HTTP {status})", throttled=True)
+                if status >= 500:
                     raise _Transient(path, f"HTTP {status}")
                 if status >= 400:
                     raise permanent_error("GET", path, status, response.reason or "")
@@ -153,9 +183,9 @@ class AttachmentDownloader:
 class _Transient(Exception):
     """A hop that may succeed when the chain is started again."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, throttled: bool = False) -> None:
         super().__init__(reason)
-        self.path, self.reason = path, reason
+        self.path, self.reason, self.throttled = path, reason, throttled
 
 
 def _save(response: requests.Response, dest: Path) -> int:

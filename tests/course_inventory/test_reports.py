@@ -27,7 +27,7 @@ from courseinv.course_inventory.report_runs import REPORT_TYPE
 from courseinv.http_client.canvas import CanvasClient
 from courseinv.http_client.stats import HttpStats
 from courseinv.runner.jobs import JobError
-from courseinv.sandbox.canvas import ThrottleSpec
+from courseinv.sandbox.canvas import Competitor, ThrottleSpec
 from courseinv.sandbox.canvas_reports import CanvasReports, FileStoreServer, ReportSpec
 from courseinv.sandbox.httpserver import Faults
 from courseinv.sandbox.institution import (
@@ -479,6 +479,23 @@ def test_single_csv_attachment_is_read_as_that_csv(
     with pytest.raises(Exception, match="single CSV"):
         next(file.chunks("sections", ["canvas_section_id"]))
     assert store.tokens_seen == 0
+
+
+def test_a_throttled_download_waits_and_succeeds(
+    institution: Institution, canvas: Canvas, store: FileStoreServer, tmp_path: Path
+) -> None:
+    report = start_single_csv_run(canvas, institution.term_ids[0])
+    # Another client on the token fills the bucket for 1.5 s of every 2 s, starting now:
+    # the Canvas hop is refused (403 Rate Limit Exceeded) at first, not failed for good.
+    busy = Competitor(rate=0.0, in_flight=2, period_s=2.0, duty=0.75)
+    canvas.throttle = ThrottleSpec(capacity=80, competitor=busy)
+    canvas.log.reset()
+    stats = HttpStats()
+    downloader = AttachmentDownloader(canvas.url, canvas.token, stats=stats)
+    size = downloader.download(report["attachment"]["url"], tmp_path / "file.csv")
+    assert size == report["attachment"]["size"]
+    assert canvas.log.by_status().get(403, 0) >= 1
+    assert stats.count("throttled") >= 1 and stats.count("gave_up") == 0
 
 
 def test_token_goes_to_canvas_only_and_the_store_rejects_it(
