@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/bench_reports.py [--courses 20000] [--latency-ms 50]
            [--generation 180] [--other-generation 60,600] [--nights both|first]
-           [--other-nights both|first] [--api-seconds FIRST,CACHED] [--workers 8] [--seed 0]
+           [--other-nights both|first] [--api-seconds FIRST,CACHED] [--workers 8]
+           [--reports-workers 12] [--seed 0]
 
 One sandbox institution (20,000 courses → about 915,000 enrollments over two terms) is
 served by the Canvas sandbox with its default throttle (bucket 700, 50 units reserved
@@ -21,14 +22,18 @@ report service mounted and the file store on a second port. The job runs through
 The sandbox writes each term's CSVs once before the timed runs (its own CSV writing is
 not the job's cost). After each night the six tables of the reports path are compared
 with the API path's (row counts and a content hash per table): they must be equal.
-Reported per run: wall time, peak RSS of the job, requests by endpoint, throttled
-(403) responses, and the ratio to the API path's wall time on the same night.
+Reported per run: wall time, peak RSS of the job (its own VmHWM), the 1-minute load
+average before and after it, requests by endpoint, throttled (403) responses, and the
+ratio to the API path's wall time on the same night. ``--reports-workers`` sets
+NUM_ASYNC_WORKERS of the reports path apart from the api path's ``--workers``: its REST
+reads are light enough on the throttle budget for more in flight.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -52,6 +57,7 @@ from courseinv.sandbox.udw import seed_udw  # noqa: E402
 
 TABLES = ("term", "account", "course", "course_section", "enrollment", "canvas_course_usage")
 KEYS = {name: ["canvas_id"] for name in TABLES} | {"canvas_course_usage": ["course_id", "date"]}
+LOADS: dict[str, tuple[float, float]] = {}  # run label -> 1-min load average before, after
 
 
 def write_config(
@@ -120,14 +126,19 @@ def series(
     """The nights of one configuration into a fresh SQLite database; its table digest."""
     slug = label.replace(" ", "_")
     output = f"sqlite:///{workdir / f'{slug}.sqlite3'}"
-    config = write_config(
-        workdir / f"{slug}.hjson", canvas, inst, output, udw_url, args.workers, source
-    )
+    workers = args.reports_workers if source == "reports" else args.workers
+    config = write_config(workdir / f"{slug}.hjson", canvas, inst, output, udw_url, workers, source)
     results = []
     for night in nights:
+        before = os.getloadavg()[0]
         result = run_job(f"{label} {night}", canvas, config, workdir, log_file)
         results.append(result)
-        print(f"  {result.label}: {result.seconds:.1f} s, exit {result.exit_code}", flush=True)
+        LOADS[result.label] = (before, os.getloadavg()[0])
+        print(
+            f"  {result.label}: {result.seconds:.1f} s, exit {result.exit_code}, "
+            f"load {LOADS[result.label][0]:.1f} -> {LOADS[result.label][1]:.1f}",
+            flush=True,
+        )
     return results, table_digest(output)
 
 
@@ -157,7 +168,8 @@ def report(
     print(
         f"\nCOURSE_INVENTORY, api vs reports: {len(inst.courses):,} courses, "
         f"{len(inst.enrollments):,} enrollments generated in {len(inst.term_ids)} terms, "
-        f"latency {args.latency_ms:g} ms, default throttle, workers {args.workers}, SQLite"
+        f"latency {args.latency_ms:g} ms, default throttle, workers {args.workers} (api) / "
+        f"{args.reports_workers} (reports), SQLite"
     )
     print(f"setup (institution, UDW seed, report files written, sandbox start): {setup_s:.1f} s")
     print("rows published: " + ", ".join(f"{k} {v[0]:,}" for k, v in rows.items()))
@@ -177,6 +189,7 @@ def report(
             [f"{r.seconds / api[r.label.split()[-1]].seconds:.2f}" for r in results],
         ),
         ("peak RSS job (MB)", [f"{r.peak_rss_mb:.0f}" for r in results]),
+        ("load avg before/after", [_loads(r.label) for r in results]),
         ("requests (all)", [f"{sum(r.requests.values()):,}" for r in results]),
         *[(f"  {e}", [f"{r.requests.get(e, 0):,}" for r in results]) for e in endpoints],
         (
@@ -189,13 +202,21 @@ def report(
         print(f"{name:26}" + "".join(f"{v:>{width}}" for v in values))
 
 
+def _loads(label: str) -> str:
+    before, after = LOADS.get(label, (float("nan"), float("nan")))
+    return f"{before:.1f}/{after:.1f}"
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--courses", type=int, default=20_000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=8, help="NUM_ASYNC_WORKERS, api path")
+    parser.add_argument(
+        "--reports-workers", type=int, default=12, help="NUM_ASYNC_WORKERS, reports path"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generation", type=float, default=180.0, help="realistic, seconds")
     parser.add_argument("--other-generation", default="60,600", help="comma-separated seconds")

@@ -162,6 +162,7 @@ def start_reports(
         settings["CANVAS_URL"],
         settings["CANVAS_TOKEN"],
         max_attempts=int(config.get("MAX_REQ_ATTEMPTS", 3)),
+        stats=canvas.http_stats,
     )
     log.info(
         "COURSE_INVENTORY source: account reports (provisioning_csv) for term(s) %s",

@@ -4,7 +4,8 @@ With ``CANVAS.INVENTORY_SOURCE: reports`` the job starts one ``provisioning_csv`
 per configured term (``report_runs.py``) *before* its REST reads, so Canvas generates
 them while the course list, audit logs and analytics are read. ``ReportPull`` waits for
 the runs in a background thread, downloads each attachment (``report_files.py``) and
-reads it into compact arrays as soon as it is there; ``ReportPull.result(courses)``
+reads it into compact arrays as soon as that run is complete (the other terms' runs may
+still be generating, the REST reads still going on); ``ReportPull.result(courses)``
 then turns them into exactly what the API path produces:
 
 * enrollments: every row whose section now sits in a kept course (``xlist.csv`` moves a
@@ -37,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from courseinv.course_inventory.canvas_pull import Section
 from courseinv.course_inventory.report_files import (
     AttachmentDownloader,
@@ -91,69 +94,80 @@ class ReportData:
 def read_term(report: ReportFile, label: str) -> TermRows:
     """Read the sections, xlist and enrollments CSVs of one report file."""
     out = TermRows()
-    for chunk in report.chunks("sections", SECTION_COLUMNS):
-        ids = _ints(chunk, "canvas_section_id", label)
-        courses = _ints(chunk, "canvas_course_id", label)
+    section_ints = ("canvas_section_id", "canvas_course_id")
+    for batch in report.batches("sections", SECTION_COLUMNS, ints=section_ints):
+        columns = ("canvas_section_id", "section_id", "name", "canvas_course_id")
         for sid, sis, name, cid in zip(
-            ids, chunk["section_id"], chunk["name"], courses, strict=True
+            *(batch.column(c).to_pylist() for c in columns), strict=True
         ):
-            out.sections[int(sid)] = (sis or None, name, int(cid))
-    for chunk in report.chunks("xlist", XLIST_COLUMNS):
-        live = chunk[chunk["status"].str.lower() != "deleted"]
-        sections = _ints(live, "canvas_section_id", label)
-        for sid, cid in zip(sections, _ints(live, "canvas_xlist_course_id", label), strict=True):
-            out.xlist[int(sid)] = int(cid)
+            out.sections[sid] = (sis or None, name, cid)
+    xlist_ints = ("canvas_xlist_course_id", "canvas_section_id")
+    for batch in report.batches("xlist", XLIST_COLUMNS, ints=xlist_ints):
+        live = batch.filter(pc.not_equal(_words(batch.column("status")), "deleted"))
+        out.xlist.update(
+            zip(
+                live.column("canvas_section_id").to_pylist(),
+                live.column("canvas_xlist_course_id").to_pylist(),
+                strict=True,
+            )
+        )
     parts: list[TermRows] = []
-    for chunk in report.chunks("enrollments", ENROLLMENT_COLUMNS, ("base_role_type",)):
-        out.rows_read += len(chunk)
-        parts.append(_enrollment_chunk(chunk, label))
+    ints = ("canvas_enrollment_id", "canvas_course_id", "canvas_user_id", "canvas_section_id")
+    for batch in report.batches(
+        "enrollments", ENROLLMENT_COLUMNS, ("base_role_type",), ints=ints, chunk_rows=1 << 30
+    ):
+        out.rows_read += batch.num_rows
+        parts.append(_enrollment_batch(batch, label))
     if parts:
         for name in ("id", "course", "user", "section", "state", "role_type"):
             setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
     return out
 
 
-def _enrollment_chunk(chunk: pd.DataFrame, label: str) -> TermRows:
-    status = chunk["status"].str.strip().str.lower()
-    chunk = chunk[~status.isin(DELETED_WORDS)]
-    status = status[chunk.index]
-    codes = status.map(STATE_CODE)
-    if codes.isna().any():
-        bad = sorted(set(status[codes.isna()]))[:5]
+def _words(column: pa.Array) -> pa.Array:
+    """Trimmed, lower-case text (report status and role words)."""
+    return pc.utf8_lower(pc.utf8_trim_whitespace(column))
+
+
+def _enrollment_batch(batch: pa.RecordBatch, label: str) -> TermRows:
+    status = _words(batch.column("status"))
+    live = pc.invert(pc.is_in(status, value_set=pa.array(sorted(DELETED_WORDS))))
+    batch, status = batch.filter(live), status.filter(live)
+    index = pc.index_in(status, value_set=pa.array(list(STATE_CODE)))
+    if index.null_count:
+        bad = sorted(set(status.filter(pc.is_null(index)).to_pylist()))[:5]
         raise ReportFormatError(f"{label}: enrollments.csv has unknown status {bad}")
-    types = _role_types(chunk, label)
-    keep = (types != TEST_STUDENT_TYPE).to_numpy()
+    codes = np.array(list(STATE_CODE.values()), dtype=np.int8)[index.to_numpy()]
+    types = _role_types(batch, label)
+    keep = pc.not_equal(types, TEST_STUDENT_TYPE).to_numpy(zero_copy_only=False)
+    encoded = types.dictionary_encode()
+    names = np.array([sys.intern(t) for t in encoded.dictionary.to_pylist()], dtype=object)
     return TermRows(
-        id=_ints(chunk, "canvas_enrollment_id", label)[keep],
-        course=_ints(chunk, "canvas_course_id", label)[keep],
-        user=_ints(chunk, "canvas_user_id", label)[keep],
-        section=_ints(chunk, "canvas_section_id", label)[keep],
-        state=codes.to_numpy(dtype=np.int8)[keep],
-        role_type=np.array([sys.intern(t) for t in types[keep]], dtype=object),
+        id=batch.column("canvas_enrollment_id").to_numpy()[keep],
+        course=batch.column("canvas_course_id").to_numpy()[keep],
+        user=batch.column("canvas_user_id").to_numpy()[keep],
+        section=batch.column("canvas_section_id").to_numpy()[keep],
+        state=codes[keep],
+        role_type=names[encoded.indices.to_numpy()[keep]],
     )
 
 
-def _role_types(chunk: pd.DataFrame, label: str) -> pd.Series:
+def _role_types(batch: pa.RecordBatch, label: str) -> pa.Array:
     """``base_role_type`` when present and filled, else the built-in role's type."""
-    fallback = chunk["role"].str.strip().str.lower().map(BUILTIN_ROLES)
-    if "base_role_type" in chunk.columns:
-        base = chunk["base_role_type"].str.strip()
-        types = base.where(base != "", fallback)
+    roles = _words(batch.column("role"))
+    builtin = pc.index_in(roles, value_set=pa.array(list(BUILTIN_ROLES)))
+    fallback = pc.take(pa.array(list(BUILTIN_ROLES.values())), builtin)
+    if "base_role_type" in batch.schema.names:
+        base = pc.utf8_trim_whitespace(batch.column("base_role_type"))
+        types = pc.if_else(pc.equal(base, ""), fallback, base)
     else:
         types = fallback
-    if types.isna().any():
-        roles = sorted(set(chunk["role"][types.isna()]))[:5]
+    if types.null_count:
+        roles = sorted(set(batch.column("role").filter(pc.is_null(types)).to_pylist()))[:5]
         raise ReportFormatError(
             f"{label}: enrollments.csv has no base_role_type for custom role(s) {roles}"
         )
     return types
-
-
-def _ints(chunk: pd.DataFrame, column: str, label: str) -> np.ndarray:
-    try:
-        return chunk[column].astype(np.int64).to_numpy()
-    except (ValueError, OverflowError):
-        raise ReportFormatError(f"{label}: column {column} holds a non-integer value") from None
 
 
 def combine(terms: Sequence[TermRows], courses: Mapping[int, str]) -> ReportData:
@@ -175,7 +189,8 @@ def combine(terms: Sequence[TermRows], courses: Mapping[int, str]) -> ReportData
     ids = cat["id"][keep]
     _, first = np.unique(ids, return_index=True)  # a row twice (two terms): once
     pick = np.flatnonzero(keep)[np.sort(first)]
-    unpublished = np.array([courses[int(c)] == "unpublished" for c in course[pick]], dtype=bool)
+    unpublished_ids = [c for c, state in courses.items() if state == "unpublished"]
+    unpublished = np.isin(course[pick], np.array(unpublished_ids, dtype=np.int64))
     codes = state[pick].copy()
     codes[(codes == INVITED) & unpublished] = PENDING
     frame = pd.DataFrame(
@@ -261,10 +276,9 @@ class ReportPull:
         return data
 
     def _work(self) -> list[TermRows]:
-        reports = self.runner.run(self.term_ids)
         out = []
         with tempfile.TemporaryDirectory(prefix="courseinv-report-") as tmp:
-            for term_id, report in reports.items():
+            for term_id, report in self.runner.each_complete(self.term_ids):
                 if self._stop.is_set():
                     raise ReportFailed("report download abandoned (the job is failing)")
                 out.append(self._read(term_id, report, Path(tmp)))

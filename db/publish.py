@@ -831,10 +831,22 @@ def _replace_sqlite(
         for table in tables:
             frame = frames[table.name]
             for start in range(0, len(frame), CHUNK_ROWS):
-                conn.execute(
-                    table.insert(), _records(table, frame.iloc[start : start + CHUNK_ROWS])
-                )
+                _insert_tuples(conn, table, frame.iloc[start : start + CHUNK_ROWS])
     swapped()
+
+
+def _insert_tuples(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """The driver's executemany of plain tuples, values through the columns' own bind
+    processors (as ``conn.execute(insert, dicts)`` would): about 3x faster at 1M rows."""
+    names = [str(c) for c in frame.columns]
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=names)
+    order = list(compiled.positiontup or ())
+    values = {}
+    for name in order:
+        column = _column_values(frame[name])
+        process = table.c[name].type._cached_bind_processor(conn.dialect)
+        values[name] = column if process is None else [process(v) for v in column]
+    conn.exec_driver_sql(str(compiled), list(zip(*(values[n] for n in order), strict=True)))
 
 
 # -- upsert -----------------------------------------------------------------------

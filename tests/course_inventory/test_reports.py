@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,16 @@ import pytest
 import requests
 from courseinv.config import ConfigError, load_config
 from courseinv.course_inventory.job import run
-from courseinv.course_inventory.report_files import AttachmentDownloader, ReportFile
+from courseinv.course_inventory.report_files import (
+    AttachmentDownloader,
+    ReportFile,
+    ReportFormatError,
+)
 from courseinv.course_inventory.report_runs import REPORT_TYPE
 from courseinv.http_client.canvas import CanvasClient
+from courseinv.http_client.stats import HttpStats
 from courseinv.runner.jobs import JobError
-from courseinv.sandbox.canvas import ThrottleSpec
+from courseinv.sandbox.canvas import Competitor, ThrottleSpec
 from courseinv.sandbox.canvas_reports import CanvasReports, FileStoreServer, ReportSpec
 from courseinv.sandbox.httpserver import Faults
 from courseinv.sandbox.institution import (
@@ -342,6 +348,32 @@ def test_missing_column_fails_clearly(
     assert_unchanged(mariadb_engine, published)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("12x", "column canvas_user_id: .*12x"), ("", "canvas_user_id has an empty value")],
+)
+def test_a_non_integer_id_fails_clearly(tmp_path: Path, value: str, message: str) -> None:
+    header = "canvas_enrollment_id,canvas_course_id,canvas_user_id,canvas_section_id,status,role"
+    rows = ["1,2,3,4,active,student", f"5,2,{value},4,active,student"]
+    dest = tmp_path / "enrollments.csv"
+    dest.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    file = ReportFile(dest, single="enrollments", label="term 7")
+    with pytest.raises(ReportFormatError, match=f"term 7: enrollments.csv.*{message}"):
+        list(file.batches("enrollments", ["canvas_user_id"], ints=["canvas_user_id"]))
+
+
+def test_quoted_newlines_and_padded_header_are_read(tmp_path: Path) -> None:
+    dest = tmp_path / "report.zip"
+    text = '\ufeff canvas_section_id ,name,extra\n9,"two\nlines, and ""quotes""",x\n10,É,y\n'
+    with zipfile.ZipFile(dest, "w") as zf:
+        zf.writestr("sections.csv", text.encode("utf-8"))
+    file = ReportFile(dest)
+    (batch,) = file.batches("sections", ["canvas_section_id", "name"], ints=["canvas_section_id"])
+    assert batch.column("canvas_section_id").to_pylist() == [9, 10]
+    assert batch.column("name").to_pylist() == ['two\nlines, and "quotes"', "É"]
+    assert batch.schema.names == ["canvas_section_id", "name"]
+
+
 def test_file_store_down_fails_after_retries(
     institution: Institution,
     canvas: Canvas,
@@ -429,10 +461,13 @@ def test_single_csv_attachment_is_read_as_that_csv(
     term = institution.term_ids[0]
     report = start_single_csv_run(canvas, term)
     assert report["attachment"]["content-type"] == "text/csv"
-    downloader = AttachmentDownloader(canvas.url, canvas.token)
+    stats = HttpStats()
+    downloader = AttachmentDownloader(canvas.url, canvas.token, stats=stats)
     dest = tmp_path / "single.csv"
     size = downloader.download(report["attachment"]["url"], dest)
     assert size == report["attachment"]["size"] and dest.read_bytes()[:2] != b"PK"
+    hops = {(r["api"], r["status"]): r["count"] for r in stats.as_dict()["requests"]}
+    assert hops == {("canvas", 302): 1, ("report-files", 200): 1}  # in the run's HTTP stats
     file = ReportFile(dest, single="enrollments")
     assert not file.is_zip
     rows = sum(len(c) for c in file.chunks("enrollments", ["canvas_enrollment_id"], chunk_rows=500))
@@ -444,6 +479,23 @@ def test_single_csv_attachment_is_read_as_that_csv(
     with pytest.raises(Exception, match="single CSV"):
         next(file.chunks("sections", ["canvas_section_id"]))
     assert store.tokens_seen == 0
+
+
+def test_a_throttled_download_waits_and_succeeds(
+    institution: Institution, canvas: Canvas, store: FileStoreServer, tmp_path: Path
+) -> None:
+    report = start_single_csv_run(canvas, institution.term_ids[0])
+    # Another client on the token fills the bucket for 1.5 s of every 2 s, starting now:
+    # the Canvas hop is refused (403 Rate Limit Exceeded) at first, not failed for good.
+    busy = Competitor(rate=0.0, in_flight=2, period_s=2.0, duty=0.75)
+    canvas.throttle = ThrottleSpec(capacity=80, competitor=busy)
+    canvas.log.reset()
+    stats = HttpStats()
+    downloader = AttachmentDownloader(canvas.url, canvas.token, stats=stats)
+    size = downloader.download(report["attachment"]["url"], tmp_path / "file.csv")
+    assert size == report["attachment"]["size"]
+    assert canvas.log.by_status().get(403, 0) >= 1
+    assert stats.count("throttled") >= 1 and stats.count("gave_up") == 0
 
 
 def test_token_goes_to_canvas_only_and_the_store_rejects_it(
