@@ -130,8 +130,15 @@ def floor_seconds(
 
 
 def write_config(
-    path: Path, canvas: CanvasServer, inst: Institution, output_url: str, udw_url: str, workers: int
+    path: Path,
+    canvas: CanvasServer,
+    inst: Institution,
+    output_url: str,
+    udw_url: str,
+    workers: int,
+    canvas_extra: dict[str, Any] | None = None,
 ) -> Path:
+    """The COURSE_INVENTORY config of a benchmark run (``canvas_extra``: more CANVAS keys)."""
     config = {
         "JOB_NAMES": ["COURSE_INVENTORY"],
         "LOG_LEVEL": "INFO",
@@ -142,6 +149,7 @@ def write_config(
             "CANVAS_TOKEN": canvas.token,
             "CANVAS_ACCOUNT_ID": canvas.account_id,
             "CANVAS_TERM_IDS": inst.term_ids,
+            **(canvas_extra or {}),
         },
         "UDW": {"url": udw_url},
         "INVENTORY_DB": {"url": output_url},

@@ -128,13 +128,13 @@ def _queue(server_url: str, queue_url: str, queue_class: Any = None) -> Any:
     )
 
 
-def consume_baseline(server_url: str, queue_url: str, total: int, db_url: str) -> dict[str, Any]:
-    """LEDbelly's way: one INSERT statement per event, each committed on its own."""
+def _baseline_connection(db_url: str) -> Any:
+    """A plain PyMySQL connection in autocommit, as LEDbelly uses."""
     import pymysql
     from sqlalchemy.engine import make_url
 
     url = make_url(db_url)
-    conn = pymysql.connect(
+    return pymysql.connect(
         host=url.host,
         port=url.port or 3306,
         user=url.username,
@@ -143,6 +143,11 @@ def consume_baseline(server_url: str, queue_url: str, total: int, db_url: str) -
         charset="utf8mb4",
         autocommit=True,
     )
+
+
+def consume_baseline(server_url: str, queue_url: str, total: int, db_url: str) -> dict[str, Any]:
+    """LEDbelly's way: one INSERT statement per event, each committed on its own."""
+    conn = _baseline_connection(db_url)
     cursor = conn.cursor()
     client = SqsServer(server_url, None).client()  # type: ignore[arg-type]
     done = inserted = 0
@@ -210,19 +215,7 @@ def consume_project(server_url: str, queue_url: str, total: int, db_url: str) ->
 
 def consume_baseline_db(messages: list[str], db_url: str) -> dict[str, Any]:
     """The baseline's database side alone: the same messages from memory, no queue."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    url = make_url(db_url)
-    conn = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        database=url.database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
+    conn = _baseline_connection(db_url)
     cursor = conn.cursor()
     inserted = sum(_insert_one(cursor, json.loads(body), body) for body in messages)
     conn.close()

@@ -32,7 +32,6 @@ reads are light enough on the throttle budget for more in flight.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_course_inventory import RunResult, child_main, run_job  # noqa: E402
+from bench_course_inventory import RunResult, child_main, run_job, write_config  # noqa: E402
 from courseinv.course_inventory.report_runs import report_parameters  # noqa: E402
 from courseinv.sandbox.canvas import CanvasServer, ThrottleSpec  # noqa: E402
 from courseinv.sandbox.canvas_reports import (  # noqa: E402
@@ -58,35 +57,6 @@ from courseinv.sandbox.udw import seed_udw  # noqa: E402
 TABLES = ("term", "account", "course", "course_section", "enrollment", "canvas_course_usage")
 KEYS = {name: ["canvas_id"] for name in TABLES} | {"canvas_course_usage": ["course_id", "date"]}
 LOADS: dict[str, tuple[float, float]] = {}  # run label -> 1-min load average before, after
-
-
-def write_config(
-    path: Path,
-    canvas: CanvasServer,
-    inst: Institution,
-    output_url: str,
-    udw_url: str,
-    workers: int,
-    source: str,
-) -> Path:
-    config = {
-        "JOB_NAMES": ["COURSE_INVENTORY"],
-        "LOG_LEVEL": "INFO",
-        "DATA_DIR": str(path.parent / "data"),
-        "NUM_ASYNC_WORKERS": workers,
-        "CANVAS": {
-            "CANVAS_URL": canvas.url,
-            "CANVAS_TOKEN": canvas.token,
-            "CANVAS_ACCOUNT_ID": canvas.account_id,
-            "CANVAS_TERM_IDS": inst.term_ids,
-            "INVENTORY_SOURCE": source,
-            "REPORTS": {"REUSE_MAX_AGE_SECONDS": 0},
-        },
-        "UDW": {"url": udw_url},
-        "INVENTORY_DB": {"url": output_url},
-    }
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
 
 
 def table_digest(url: str) -> dict[str, tuple[int, int]]:
@@ -127,7 +97,8 @@ def series(
     slug = label.replace(" ", "_")
     output = f"sqlite:///{workdir / f'{slug}.sqlite3'}"
     workers = args.reports_workers if source == "reports" else args.workers
-    config = write_config(workdir / f"{slug}.hjson", canvas, inst, output, udw_url, workers, source)
+    reports = {"INVENTORY_SOURCE": source, "REPORTS": {"REUSE_MAX_AGE_SECONDS": 0}}
+    config = write_config(workdir / f"{slug}.hjson", canvas, inst, output, udw_url, workers, reports)
     results = []
     for night in nights:
         before = os.getloadavg()[0]
