@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 REDIRECTS = (301, 302, 303, 307, 308)
 PIECE = 1 << 20
 BLOCK_BYTES = 4 << 20  # Arrow parses a CSV in blocks of this size
+THROTTLE_POLICY = RetryPolicy()  # a throttled Canvas hop waits as every Canvas call does
 
 
 class ReportFormatError(Exception):
@@ -131,15 +132,11 @@ class AttachmentDownloader:
     def _throttled(self, exc: _Transient, throttles: int, failures: int) -> float:
         """The wait after Canvas's throttle refused the hop: its own, larger budget, as
         for every Canvas call (``RetryPolicy.max_throttle_retries``)."""
-        policy = RetryPolicy()
-        if throttles > policy.max_throttle_retries:
+        if throttles > THROTTLE_POLICY.max_throttle_retries:
             self.stats.add("gave_up", api="report-files")
             raise RetriesExhausted("GET", exc.path, failures + throttles, exc.reason)
         self.stats.add("throttled", api="report-files")
-        ceiling = min(
-            policy.throttle_backoff_max, policy.throttle_backoff_base * 2 ** (throttles - 1)
-        )
-        delay = random.uniform(0, ceiling)
+        delay = random.uniform(0, THROTTLE_POLICY.throttle_ceiling(throttles))
         log.info("Report download GET %s throttled; waiting %.1fs", exc.path, delay)
         return delay
 

@@ -95,8 +95,8 @@ def read_term(report: ReportFile, label: str) -> TermRows:
     """Read the sections, xlist and enrollments CSVs of one report file."""
     out = TermRows()
     section_ints = ("canvas_section_id", "canvas_course_id")
+    columns = ("canvas_section_id", "section_id", "name", "canvas_course_id")
     for batch in report.batches("sections", SECTION_COLUMNS, ints=section_ints):
-        columns = ("canvas_section_id", "section_id", "name", "canvas_course_id")
         for sid, sis, name, cid in zip(
             *(batch.column(c).to_pylist() for c in columns), strict=True
         ):

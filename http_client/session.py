@@ -112,6 +112,14 @@ class RetryPolicy:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
 
+    def backoff_ceiling(self, failures: int) -> float:
+        """The longest wait after the ``failures``-th fault (the wait is drawn below it)."""
+        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+
+    def throttle_ceiling(self, throttles: int) -> float:
+        """The longest wait after the ``throttles``-th throttled response."""
+        return min(self.throttle_backoff_max, self.throttle_backoff_base * 2 ** (throttles - 1))
+
 
 class Action(Enum):
     ACCEPT = "accept"  # success: return it
@@ -382,15 +390,12 @@ class RetryingSession:
     def _backoff_delay(self, failures: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.policy.retry_after_max)
-        ceiling = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (failures - 1))
-        return self._rng.uniform(0, ceiling)
+        return self._rng.uniform(0, self.policy.backoff_ceiling(failures))
 
     def _throttle_delay(self, throttles: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.policy.retry_after_max)
-        p = self.policy
-        ceiling = min(p.throttle_backoff_max, p.throttle_backoff_base * 2 ** (throttles - 1))
-        return self._rng.uniform(0, ceiling)
+        return self._rng.uniform(0, self.policy.throttle_ceiling(throttles))
 
 
 def default_verdict(response: requests.Response) -> Verdict:

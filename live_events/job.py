@@ -53,7 +53,7 @@ class DrainTotals:
     not_deleted: int = 0
     projected: Counter[str] = field(default_factory=Counter)
 
-    def add(self, messages: int, result: BatchResult, not_deleted: int) -> None:
+    def add(self, messages: int, result: BatchResult) -> None:
         self.messages += messages
         self.batches += 1
         self.stored += result.inserted
@@ -62,7 +62,6 @@ class DrainTotals:
         self.unhandled += result.unhandled
         self.drift += result.drift
         self.truncated += result.truncated
-        self.not_deleted += not_deleted
         self.projected.update(result.projected)
 
     def rows(self) -> dict[str, int]:
@@ -139,7 +138,7 @@ def drain(
                         deleters.submit(queue.delete, batch[i : i + SQS_BATCH])
                         for i in range(0, len(batch), SQS_BATCH)
                     )
-                    totals.add(len(batch), result, 0)
+                    totals.add(len(batch), result)
                     progress.advance(len(batch))
                     deletes = _settled(deletes, logger, totals)
             finally:
